@@ -1,0 +1,207 @@
+"""Configuration: one base ConfigDict that every experiment file starts from.
+
+Experiment files (big_vision style) call `base_config()`, override what they need and
+return it from `get_config(arg)`. The dict is locked, so a misspelt key, in a file or on
+the command line (`--config.train.stepz=5`), is an error rather than a silent no-op.
+
+The model section is turned into a frozen, validated `ModelConfig` dataclass by
+`model_config(config)`; model code only ever sees that dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import ml_collections
+
+KERNELS = ("exp", "rbf", "linear", "performer")
+POSITIONS = ("learned", "rope", "none")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
+REMAT_POLICIES = ("none", "full", "dots")
+DTYPES = ("float32", "bfloat16")
+MODEL_KINDS = ("decoder", "encoder_decoder")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Every architectural choice of a model. Dimension letters as in DESIGN.md."""
+
+    kind: str = "decoder"  # decoder (Alg 10) | encoder_decoder (Alg 8)
+    vocab_size: int = 256  # V; filled in from the tokenizer by the trainer
+    max_len: int = 128  # T, the context length
+    d_model: int = 128  # D
+    num_layers: int = 4  # decoder layers (the only stack of a decoder-only model)
+    num_encoder_layers: int = 0  # encoder layers (encoder_decoder); 0 means num_layers
+    num_heads: int = 4  # H
+    num_kv_heads: int = 0  # K; 0 means num_heads (plain multi-head), 1 is multi-query
+    head_dim: int = 0  # E; 0 means d_model // num_heads
+    d_ff: int = 0  # F; 0 means 4 * d_model (gelu) or a multiple of 8 near 8/3 d_model (swiglu)
+    # Attention as a kernel smoother.
+    kernel: str = "exp"  # exp | rbf | linear | performer
+    kernel_scale: float = 0.0  # 1/bandwidth multiplying q.k (exp, rbf: 1/tau); 0 means 1/sqrt(E)
+    performer_features: int = 64  # random features per head (performer)
+    # Positions, norms, MLP.
+    position: str = "learned"  # learned | rope | none
+    rope_base: float = 10000.0
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    pre_norm: bool = True  # pre-LN (default) or post-LN
+    mlp: str = "gelu"  # gelu | swiglu
+    use_bias: bool = True
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    # Mixture of experts: replaces the dense MLP in every moe_every-th layer (0 = off).
+    moe_every: int = 0
+    num_experts: int = 8
+    moe_top_k: int = 2
+    moe_capacity_factor: float = 1.25
+    moe_aux_weight: float = 0.01
+    # Compilation and numerics.
+    scan_layers: bool = False
+    remat: str = "none"  # none | full | dots
+    dtype: str = "float32"  # compute dtype; parameters are always float32
+
+    def __post_init__(self):
+        def need(ok, key, msg):
+            if not ok:
+                raise ConfigError(f"model.{key}: {msg}")
+
+        need(self.kind in MODEL_KINDS, "kind", f"{self.kind!r} is not one of {MODEL_KINDS}")
+        need(self.kernel in KERNELS, "kernel", f"unknown kernel {self.kernel!r}; choose from {KERNELS}")
+        need(self.position in POSITIONS, "position", f"{self.position!r} is not one of {POSITIONS}")
+        need(self.norm in NORMS, "norm", f"{self.norm!r} is not one of {NORMS}")
+        need(self.mlp in MLPS, "mlp", f"{self.mlp!r} is not one of {MLPS}")
+        need(self.remat in REMAT_POLICIES, "remat", f"{self.remat!r} is not one of {REMAT_POLICIES}")
+        need(self.dtype in DTYPES, "dtype", f"{self.dtype!r} is not one of {DTYPES}")
+        for key in ("vocab_size", "max_len", "d_model", "num_layers", "num_heads"):
+            need(getattr(self, key) > 0, key, f"must be positive, got {getattr(self, key)}")
+        need(self.d_model % self.num_heads == 0 or self.head_dim > 0, "num_heads",
+             f"{self.num_heads} heads do not divide d_model={self.d_model} (or set model.head_dim)")
+        need(self.num_heads % self.kv_heads == 0, "num_kv_heads",
+             f"{self.kv_heads} kv heads do not divide num_heads={self.num_heads}")
+        need(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        need(self.position != "rope" or self.head_size % 2 == 0, "position",
+             f"rope needs an even head dim, got {self.head_size}")
+        need(self.kernel_scale >= 0, "kernel_scale", f"must be >= 0, got {self.kernel_scale}")
+        need(self.performer_features > 0, "performer_features", "must be positive")
+        if self.moe_every:
+            need(self.moe_every > 0, "moe_every", "must be >= 0")
+            need(0 < self.moe_top_k <= self.num_experts, "moe_top_k",
+                 f"must be in 1..num_experts={self.num_experts}, got {self.moe_top_k}")
+            need(self.moe_capacity_factor > 0, "moe_capacity_factor", "must be positive")
+
+    # Derived sizes: the one place where the "0 means default" rules live.
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.d_model // self.num_heads
+
+    @property
+    def ff_size(self) -> int:
+        if self.d_ff:
+            return self.d_ff
+        if self.mlp == "swiglu":  # keeps parameters equal to a 4x GELU MLP
+            return 8 * ((8 * self.d_model // 3 + 7) // 8)
+        return 4 * self.d_model
+
+    @property
+    def encoder_layers(self) -> int:
+        return self.num_encoder_layers or self.num_layers
+
+    @property
+    def scale(self) -> float:
+        return self.kernel_scale or self.head_size ** -0.5
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key the project knows, with defaults. Experiment files override these."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model = dataclasses.asdict(ModelConfig())
+
+    c.data = dict(
+        source="stdlib",  # stdlib | tinyshakespeare | enwik8 | files | hf | markov | copy
+        path="",  # local file, directory or glob (files); local copy of a named corpus
+        data_dir="",  # cache for downloads; '' means $LM_DATA_DIR or ~/.cache/lm
+        hf_name="", hf_config="", text_field="text",  # Hugging Face hub datasets (online only)
+        tokenizer="byte",  # byte | char | sentencepiece
+        vocab_size=0,  # sentencepiece vocabulary size
+        document_masking=False,  # segment ids keep attention inside a document
+        # Synthetic sources with an exact entropy rate / a known answer.
+        markov_order=2, markov_vocab=8, markov_concentration=0.5, markov_seed=0,
+        copy_vocab=16, copy_prefix_len=16,
+        train_tokens=1_000_000, eval_tokens=100_000,
+    )
+
+    c.train = dict(
+        steps=1000,
+        batch_size=32,  # global, in sequences
+        grad_accum=1,
+        objective="next_token",  # next_token (decoder) | prefix_lm (encoder_decoder: source = first half)
+        learning_rate=1e-3,
+        warmup_steps=100,
+        schedule="cosine",  # cosine | linear | constant
+        min_lr_ratio=0.1,
+        weight_decay=0.1,
+        decay_embeddings=False,  # weight decay on embeddings, norms and biases too
+        b1=0.9, b2=0.99, eps=1e-8,
+        grad_clip=1.0,
+        z_loss=0.0,
+        log_every=50,
+        eval_every=250,
+        eval_batches=20,  # 0 means the whole split
+        checkpoint_every=500,
+        keep_checkpoints=2,
+        sample_tokens=200,  # printed at the end of `lm train`; 0 turns it off
+        sample_prompt="",
+    )
+
+    # Mesh axis sizes; one may be -1 to take the remaining devices.
+    c.mesh = dict(data=-1, fsdp=1, tensor=1)
+
+    c.experiment = dict(
+        name="",
+        hypothesis="",
+        metric="", comparator="<=", threshold=0.0, split="valid",
+        rung="",
+        ladder={},  # rung name -> {dotted.key: value}; ordered by scale
+    )
+    c.lock()
+    return c
+
+
+def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+    """The validated model dataclass of a full config."""
+    values = config.model.to_dict() if hasattr(config.model, "to_dict") else dict(config.model)
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown model key(s) {unknown}; known keys: {sorted(known)}")
+    return ModelConfig(**values)
+
+
+def config_hash(config: ml_collections.ConfigDict) -> str:
+    """A short stable hash of a resolved config (experiment records use it)."""
+    text = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def set_dotted(config: ml_collections.ConfigDict, key: str, value) -> None:
+    """config['a.b.c'] = value, with an error naming the key if it does not exist."""
+    *parents, leaf = key.split(".")
+    node = config
+    for i, part in enumerate(parents):
+        if part not in node:
+            raise ConfigError(f"unknown config key {'.'.join(parents[:i + 1])!r} (in {key!r})")
+        node = node[part]
+    if leaf not in node:
+        raise ConfigError(f"unknown config key {key!r}")
+    node[leaf] = value
