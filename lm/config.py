@@ -172,7 +172,9 @@ def base_config() -> ml_collections.ConfigDict:
         hypothesis="",
         metric="", comparator="<=", threshold=0.0, split="valid",
         rung="",
-        ladder={},  # rung name -> {dotted.key: value}; ordered by scale
+        # ((rung, ((dotted.key, value), ...)), ...) ordered by scale: tuples, because a ConfigDict
+        # sorts its keys and rejects dotted ones. Build it with lm.experiment.ladder(tiny={...}, ...).
+        ladder=(),
     )
     c.lock()
     return c
