@@ -1,0 +1,142 @@
+"""Fixed-length rows from a token stream, the resumable train iterator and eval batches.
+
+A split is one token array (documents concatenated, no separator token) with a parallel array
+of document ids. A row is T+1 consecutive tokens: inputs = row[:-1], targets = row[1:].
+
+Training: in epoch e the stream is cut at offset o_e + i*T (o_e in [0, T) drawn from the seed,
+so windows differ between epochs) into R rows, visited in a permutation drawn from (seed, e).
+Global row g of the endless stream is row perm_e[g % R] of epoch e = g // R, so any position is
+reachable in O(R) work (one permutation) without replaying the stream: state() is {'step': n}.
+Process p of P takes rows [p*b, (p+1)*b) of each global batch of B = P*b rows.
+
+Eval: rows start at 0, T, 2T, ... so each token after the first is a target exactly once; the
+last row and the last batch are padded (weights 0, segment id 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _segments(doc_ids: np.ndarray, document_masking: bool) -> np.ndarray:
+    """Per-row segment ids starting at 1 (doc ids are non-decreasing along a row)."""
+    if not document_masking:
+        return np.ones(doc_ids.shape, np.int32)
+    return (doc_ids - doc_ids[:, :1] + 1).astype(np.int32)
+
+
+def local_slice(batch_size: int, process_index: int, process_count: int) -> tuple:
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
+    if batch_size < 1 or batch_size % process_count:
+        raise ValueError(f"batch_size={batch_size} must be a positive multiple of process_count={process_count}")
+    b = batch_size // process_count
+    return b, process_index * b
+
+
+class PackedSplit:
+    """One split as a token stream packed into rows of seq_len + 1 tokens."""
+
+    def __init__(self, tokens: np.ndarray, doc_ids: np.ndarray, seq_len: int, document_masking: bool, name=""):
+        self.tokens = np.asarray(tokens, np.int32)
+        self.doc_ids = np.asarray(doc_ids, np.int32)
+        self.T = seq_len
+        self.document_masking = document_masking
+        n = len(self.tokens)
+        if n < seq_len + 1:
+            raise ValueError(f"corpus too short: split {name!r} has {n} tokens, fewer than one sequence "
+                             f"of seq_len + 1 = {seq_len + 1}; use a smaller seq_len or more data")
+        # R rows fit for any offset in [0, max_offset]; see the module docstring.
+        full = (n - 1) // seq_len
+        self.rows_per_epoch = full - 1 if full >= 2 else 1
+        self.max_offset = min(seq_len - 1, n - 1 - self.rows_per_epoch * seq_len)
+        self._epochs = {}
+
+    def _epoch(self, seed: int, epoch: int):
+        key = (seed, epoch)
+        if key not in self._epochs:
+            rng = np.random.default_rng([seed, epoch])
+            offset = int(rng.integers(0, self.max_offset + 1))
+            self._epochs = {key: (offset, rng.permutation(self.rows_per_epoch))}  # keep one
+        return self._epochs[key]
+
+    def _rows(self, starts: np.ndarray) -> dict:
+        idx = starts[:, None] + np.arange(self.T + 1)
+        rows = self.tokens[idx]
+        return {"inputs": rows[:, :-1], "targets": rows[:, 1:],
+                "weights": np.ones((len(starts), self.T), np.float32),
+                "segment_ids": _segments(self.doc_ids[idx[:, :-1]], self.document_masking)}
+
+    def train_rows(self, rows: np.ndarray, seed: int) -> dict:
+        """Global row indices of the endless shuffled stream -> a batch."""
+        starts = np.empty(len(rows), np.int64)
+        for j, g in enumerate(rows.tolist()):
+            epoch, i = divmod(g, self.rows_per_epoch)
+            offset, perm = self._epoch(seed, epoch)
+            starts[j] = offset + perm[i] * self.T
+        return self._rows(starts)
+
+    def num_eval_rows(self) -> int:
+        return -(-(len(self.tokens) - 1) // self.T)
+
+    def eval_rows(self, rows: np.ndarray) -> dict:
+        n, T = len(self.tokens), self.T
+        idx = rows[:, None] * T + np.arange(T + 1)
+        ok = idx < n
+        toks = np.where(ok, self.tokens[np.minimum(idx, n - 1)], 0).astype(np.int32)
+        segs = _segments(self.doc_ids[np.minimum(idx[:, :-1], n - 1)], self.document_masking)
+        return {"inputs": toks[:, :-1], "targets": toks[:, 1:],
+                "weights": ok[:, 1:].astype(np.float32),
+                "segment_ids": np.where(ok[:, :-1], segs, 0).astype(np.int32)}
+
+
+def empty_batch(rows: int, seq_len: int) -> dict:
+    z = np.zeros((rows, seq_len), np.int32)
+    return {"inputs": z, "targets": z.copy(), "weights": np.zeros((rows, seq_len), np.float32),
+            "segment_ids": z.copy()}
+
+
+class TrainIterator:
+    """Endless, deterministic, resumable: `state()` / `restore(state)` are O(1)."""
+
+    def __init__(self, make_rows, batch_size: int, *, seed: int, process_index: int = 0, process_count: int = 1):
+        self._make_rows = make_rows  # (global row indices, seed) -> batch dict
+        self.batch_size = batch_size
+        self.seed = seed
+        self.local, self.first = local_slice(batch_size, process_index, process_count)
+        self.step = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        start = self.step * self.batch_size + self.first
+        batch = self._make_rows(np.arange(start, start + self.local, dtype=np.int64), self.seed)
+        self.step += 1
+        return batch
+
+    def state(self) -> dict:
+        return {"step": self.step, "seed": self.seed, "batch_size": self.batch_size}
+
+    def restore(self, state: dict) -> None:
+        for key in ("seed", "batch_size"):
+            if key in state and state[key] != getattr(self, key):
+                raise ValueError(f"iterator state has {key}={state[key]}, this iterator {getattr(self, key)}")
+        self.step = int(state["step"])
+
+
+def eval_batches(num_rows: int, make_rows, batch_size: int, *, max_batches: int = 0,
+                 process_index: int = 0, process_count: int = 1, seq_len: int):
+    """Batches over rows 0..num_rows-1 in order; the last one padded with empty rows."""
+    local, first = local_slice(batch_size, process_index, process_count)
+    num_batches = -(-num_rows // batch_size)
+    if max_batches:
+        num_batches = min(num_batches, max_batches)
+    for k in range(num_batches):
+        rows = np.arange(k * batch_size + first, k * batch_size + first + local)
+        real = rows[rows < num_rows]
+        batch = make_rows(real) if len(real) else empty_batch(0, seq_len)
+        if len(real) < local:
+            pad = empty_batch(local - len(real), seq_len)
+            batch = {key: np.concatenate([batch[key], pad[key]]) for key in batch}
+        yield batch

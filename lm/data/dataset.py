@@ -1,0 +1,196 @@
+"""`build_dataset(data_cfg, seq_len)`: source -> tokenizer -> token arrays -> batches."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import tempfile
+
+import numpy as np
+
+from lm.config import ConfigError
+from lm.data import batches, sources, synthetic
+from lm.data.tokenizers import (TOKENIZERS, ByteTokenizer, CharTokenizer, SentencePieceTokenizer,
+                                SymbolTokenizer, Tokenizer, fingerprint, load_tokenizer)
+
+SOURCES = ("stdlib", "tinyshakespeare", "enwik8", "files", "hf", "markov", "copy")
+DEFAULT_SPM_VOCAB = 1024
+
+
+class Dataset:
+    """Token splits plus a tokenizer; hands out train iterators and eval batches.
+
+    Attributes: tokenizer, vocab_size, splits (tuple of names), seq_len, entropy_rate (bits per
+    symbol for the Markov source, else None), source.
+    """
+
+    def __init__(self, source: str, tokenizer: Tokenizer, seq_len: int, *, packed=None, docs=None,
+                 copy_task=None, seed=0, entropy_rate=None, markov_table=None):
+        self.source = source
+        self.tokenizer = tokenizer
+        self.seq_len = seq_len
+        self.seed = seed
+        self.entropy_rate = entropy_rate
+        self.markov_table = markov_table
+        self._packed = packed or {}  # split -> batches.PackedSplit
+        self._docs = docs  # split -> [str] for text sources
+        self._copy = copy_task
+        self.splits = ("train", "valid") if copy_task else tuple(self._packed)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    def _check(self, split):
+        if split not in self.splits:
+            raise ValueError(f"unknown split {split!r}; this dataset has {self.splits}")
+
+    def text(self, split: str) -> str:
+        """The raw text of a split (documents concatenated). Invalid UTF-8 bytes (byte tokenizer,
+        enwik8 split points) appear as surrogates: .encode('utf-8', 'surrogateescape') is exact."""
+        self._check(split)
+        if self._docs is None:
+            raise ValueError(f"data.source={self.source} is synthetic: it has tokens, not text")
+        return "".join(self._docs[split])
+
+    def tokens(self, split: str) -> np.ndarray:
+        """The whole split as int32 token ids (copy task: its eval rows, concatenated)."""
+        self._check(split)
+        if self._copy:
+            n = self._copy_eval_rows()
+            return self._copy.rows(np.arange(n), self.seed, 1 + self.splits.index(split))["inputs"].reshape(-1)
+        return self._packed[split].tokens
+
+    def train_iterator(self, batch_size: int, *, seed: int, process_index: int = 0, process_count: int = 1):
+        """Endless {'inputs','targets','weights','segment_ids'} batches of batch_size // process_count rows."""
+        if self._copy:
+            make = lambda rows, s: self._copy.rows(rows, s, 0)
+        else:
+            make = self._packed["train"].train_rows
+        return batches.TrainIterator(make, batch_size, seed=seed, process_index=process_index,
+                                     process_count=process_count)
+
+    def _copy_eval_rows(self):
+        return max(1, self._eval_tokens // self.seq_len)
+
+    def eval_batches(self, split: str, batch_size: int, *, max_batches: int = 0,
+                     process_index: int = 0, process_count: int = 1):
+        """The whole split in order (max_batches > 0 truncates), the last batch padded."""
+        self._check(split)
+        if self._copy:
+            stream = 1 + self.splits.index(split)
+            num, make = self._copy_eval_rows(), lambda rows: self._copy.rows(rows, self.seed, stream)
+        else:
+            packed = self._packed[split]
+            num, make = packed.num_eval_rows(), packed.eval_rows
+        return batches.eval_batches(num, make, batch_size, max_batches=max_batches, process_index=process_index,
+                                    process_count=process_count, seq_len=self.seq_len)
+
+
+def _get(cfg, key, default=None):
+    try:
+        return cfg[key]
+    except (KeyError, AttributeError):
+        return default
+
+
+def _tokenize_cached(tok: Tokenizer, docs: list, cache_dir: str | None) -> tuple:
+    """(tokens, doc_ids) of a split, cached on disk under a hash of tokenizer + text."""
+    path = None
+    if cache_dir and tok.name == "sentencepiece":  # the only slow one; byte/char take milliseconds
+        h = hashlib.sha256(fingerprint(tok).encode())
+        for d in docs:
+            h.update(d.encode("utf-8", "surrogateescape"))
+            h.update(b"\0")
+        path = os.path.join(cache_dir, "tokens", h.hexdigest()[:24] + ".npz")
+        if os.path.exists(path):
+            with np.load(path) as z:
+                return z["tokens"], z["doc_ids"]
+    pieces = [tok.encode_corpus(d) for d in docs]
+    tokens = np.concatenate(pieces).astype(np.int32) if pieces else np.zeros(0, np.int32)
+    doc_ids = np.repeat(np.arange(len(pieces), dtype=np.int32), [len(p) for p in pieces])
+    if path:
+        buf = io.BytesIO()
+        np.savez(buf, tokens=tokens, doc_ids=doc_ids)
+        sources.atomic_write(path, buf.getvalue())
+    return tokens, doc_ids
+
+
+def _build_tokenizer(cfg, docs: dict) -> Tokenizer:
+    kind = cfg.tokenizer
+    if kind == "byte":
+        return ByteTokenizer()
+    train = "".join(docs["train"])
+    if kind == "char":
+        return CharTokenizer.from_splits(train, ["".join(v) for k, v in docs.items() if k != "train"])
+    vocab = int(_get(cfg, "vocab_size", 0) or DEFAULT_SPM_VOCAB)
+    if vocab < 260:  # 256 byte pieces + <unk> + newline + a couple of pieces
+        raise ConfigError(f"data.vocab_size={vocab} is too small for sentencepiece with byte fallback (min 260)")
+    return SentencePieceTokenizer.train(train, vocab)
+
+
+def _tokenizer_for(cfg, docs: dict, workdir: str | None) -> Tokenizer:
+    saved = os.path.join(workdir, "tokenizer") if workdir else None
+    if saved and os.path.isdir(saved):
+        tok = load_tokenizer(saved)
+        if tok.name != cfg.tokenizer:
+            raise ConfigError(f"{saved} holds a {tok.name} tokenizer but data.tokenizer={cfg.tokenizer!r}")
+        return tok
+    tok = _build_tokenizer(cfg, docs)
+    if saved:
+        tok.save(saved)
+    return tok
+
+
+def build_dataset(data_cfg, seq_len: int, *, workdir: str | None = None, seed: int = 0) -> Dataset:
+    """The dataset named by `data_cfg` (the config's `data` section), in rows of seq_len + 1 tokens.
+
+    With `workdir`, the tokenizer is loaded from workdir/tokenizer/ if present, else built from
+    the train split and saved there. `seed` seeds the synthetic samples (Markov / copy streams).
+    """
+    cfg = data_cfg
+    if cfg.source not in SOURCES:
+        raise ConfigError(f"data.source={cfg.source!r} is not one of {SOURCES}")
+    if seq_len < 1:
+        raise ConfigError(f"seq_len must be positive, got {seq_len}")
+    masking = bool(cfg.document_masking)
+    if cfg.source == "markov":
+        return _markov(cfg, seq_len, seed, masking, workdir)
+    if cfg.source == "copy":
+        task = synthetic.CopyTask(cfg.copy_vocab, cfg.copy_prefix_len, seq_len, masking)
+        ds = Dataset("copy", _symbols(task.vocab_size, workdir), seq_len, copy_task=task, seed=seed)
+        ds._eval_tokens = int(cfg.eval_tokens)
+        return ds
+    if cfg.tokenizer not in TOKENIZERS:
+        raise ConfigError(f"data.tokenizer={cfg.tokenizer!r} is not one of {TOKENIZERS}")
+    docs = sources.load_text(cfg, strict=cfg.tokenizer != "byte")
+    tok = _tokenizer_for(cfg, docs, workdir)
+    cache = sources.data_dir(cfg)
+    packed = {}
+    for name, split_docs in docs.items():
+        tokens, doc_ids = _tokenize_cached(tok, split_docs, cache)
+        packed[name] = batches.PackedSplit(tokens, doc_ids, seq_len, masking, name=f"{cfg.source}/{name}")
+    return Dataset(cfg.source, tok, seq_len, packed=packed, docs=docs, seed=seed)
+
+
+def _symbols(vocab: int, workdir: str | None) -> Tokenizer:
+    tok = SymbolTokenizer(vocab)
+    if workdir and not os.path.isdir(os.path.join(workdir, "tokenizer")):
+        tok.save(os.path.join(workdir, "tokenizer"))
+    return tok
+
+
+def _markov(cfg, seq_len, seed, masking, workdir) -> Dataset:
+    order, vocab = int(cfg.markov_order), int(cfg.markov_vocab)
+    table = synthetic.markov_table(vocab, order, float(cfg.markov_concentration), int(cfg.markov_seed))
+    packed = {}
+    for i, (name, n) in enumerate((("train", cfg.train_tokens), ("valid", cfg.eval_tokens))):
+        if n < 1:
+            raise ConfigError(f"data.{name.replace('valid', 'eval')}_tokens must be positive, got {n}")
+        rng = np.random.default_rng([int(cfg.markov_seed), seed, i])
+        symbols, doc_ids = synthetic.markov_sample(table, order, int(n), rng)
+        packed[name] = batches.PackedSplit(symbols, doc_ids, seq_len, masking, name=f"markov/{name}")
+    return Dataset("markov", _symbols(vocab, workdir), seq_len, packed=packed, seed=seed,
+                   entropy_rate=synthetic.markov_entropy_rate(table), markov_table=table)

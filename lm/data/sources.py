@@ -1,0 +1,368 @@
+"""Text sources: each returns {split: [document, ...]} (documents are str).
+
+Splits (fixed, deterministic):
+- tinyshakespeare: first 90% / last 10% of the characters (cut at int(0.9 n), nanoGPT's split).
+- enwik8: bytes [0, 90M) / [90M, 95M) / [95M, 100M) = train / valid / test (Transformer-XL).
+  A smaller local file (e.g. enwik8_first1M.gz) is split in the same proportions, with a warning.
+- stdlib: the running Python's standard-library .py files (no tests, no site-packages), at most
+  STDLIB_MAX_BYTES of them chosen in sha1(relative path) order; a file is in valid when
+  sha1(relative path) % 20 == 0 (about 5% of files). Each file is a document.
+- files / hf without split files: the trailing documents holding the last 10% of the
+  characters are valid; a document straddling the cut is cut at the 90% character mark.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import io
+import logging
+import os
+import socket
+import sysconfig
+import tempfile
+import urllib.request
+import zipfile
+
+VALID_FRACTION = 0.1
+STDLIB_MAX_BYTES = 4_000_000
+TEXT_EXTS = (".txt", ".text", ".md", ".py", ".gz")
+TABLE_EXTS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+SPLIT_ALIASES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid",
+                 "dev": "valid", "test": "test"}
+
+TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
+ENWIK8_SHA256 = "2b49720ec4d78c3c9fabaee6e4179a5e997302b3a70029f30f2d582218c024a8"
+ENWIK8_SIZE = 100_000_000
+
+_OFFLINE_VARS = ("LM_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+
+
+def data_dir(cfg) -> str:
+    """Where downloads and token caches live: data.data_dir, else $LM_DATA_DIR, else ~/.cache/lm."""
+    return os.path.expanduser(cfg.data_dir or os.environ.get("LM_DATA_DIR") or "~/.cache/lm")
+
+
+def offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARS)
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Writes to a temp file beside `path`, then renames: readers never see half a file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def download(url: str, dest: str, *, timeout: float = 10.0) -> str:
+    """Downloads `url` to `dest` (temp file + atomic rename). Raises OSError when offline."""
+    if offline():
+        raise OSError(f"offline ({'/'.join(_OFFLINE_VARS)} set): not downloading {url}")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".download-", dir=os.path.dirname(dest))
+    try:
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return dest
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode(data: bytes, name: str, strict: bool) -> str:
+    """UTF-8 text; with strict=False invalid bytes survive as surrogates (exact for bytes)."""
+    if not strict:
+        return data.decode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{name} is not valid UTF-8 (byte {e.start}: {data[e.start:e.start + 4]!r}); "
+                         "text tokenizers (char, sentencepiece) need UTF-8, the byte tokenizer "
+                         "(data.tokenizer=byte) reads any bytes") from None
+
+
+def read_bytes(path: str) -> bytes:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"data file not found: {path}")
+    if path.endswith(".gz"):
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    elif path.endswith(".zip"):
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if not n.endswith("/")]
+            if len(names) != 1:
+                raise ValueError(f"{path}: expected one file in the zip, found {names}")
+            data = z.read(names[0])
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
+    if not data:
+        raise ValueError(f"data file is empty: {path}")
+    return data
+
+
+def split_documents(docs: list, fraction: float = VALID_FRACTION) -> dict:
+    """The trailing `fraction` of the characters goes to valid (see module docstring)."""
+    total = sum(len(d) for d in docs)
+    cut = int(total * (1 - fraction))
+    train, valid, seen = [], [], 0
+    for d in docs:
+        if seen + len(d) <= cut:
+            train.append(d)
+        elif seen >= cut:
+            valid.append(d)
+        else:
+            train.append(d[:cut - seen])
+            valid.append(d[cut - seen:])
+        seen += len(d)
+    return {"train": [d for d in train if d], "valid": [d for d in valid if d]}
+
+
+# ----------------------------------------------------------------------------- local files
+
+def _expand(pattern: str) -> list:
+    """A file, a directory (all supported files under it) or a glob -> sorted file list."""
+    pattern = os.path.expanduser(pattern)
+    if os.path.isfile(pattern):
+        return [pattern]
+    if os.path.isdir(pattern):
+        exts = TEXT_EXTS + tuple(TABLE_EXTS)
+        files = sorted(p for p in glob.glob(os.path.join(pattern, "**", "*"), recursive=True)
+                       if os.path.isfile(p) and p.endswith(exts))
+        if not files:
+            raise FileNotFoundError(f"data.path={pattern!r}: directory has no data files "
+                                    f"(looked for {', '.join(exts)})")
+        return files
+    files = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+    if not files:
+        what = "no files match the glob" if glob.has_magic(pattern) else "no such file or directory"
+        raise FileNotFoundError(f"data.path={pattern!r}: {what}")
+    return files
+
+
+def _table_docs(files: list, builder: str, field: str, cache: str) -> list:
+    import datasets
+
+    ds = datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache)
+    if field not in ds.column_names:
+        raise ValueError(f"{files[0]}: no column data.text_field={field!r}; columns: {ds.column_names}")
+    docs = [d for d in ds[field] if d]
+    if not docs:
+        raise ValueError(f"{', '.join(files)}: no non-empty {field!r} values")
+    return docs
+
+
+def _read_docs(files: list, cfg, strict: bool) -> list:
+    docs = []
+    for builder in sorted(set(TABLE_EXTS.values())):
+        group = [f for f in files if TABLE_EXTS.get(os.path.splitext(f)[1]) == builder]
+        if group:
+            docs += _table_docs(group, builder, cfg.text_field, os.path.join(data_dir(cfg), "hf"))
+    for f in files:
+        if os.path.splitext(f)[1] not in TABLE_EXTS:
+            docs.append(decode(read_bytes(f), f, strict))  # plain text: one document per file
+    return docs
+
+
+def _split_spec(path: str):
+    """'train=GLOB,valid=GLOB[,test=GLOB]' or a directory with train*/valid*/test* files."""
+    if "=" in path:
+        spec = {}
+        for part in path.split(","):
+            name, _, pattern = part.partition("=")
+            if name.strip() not in SPLIT_ALIASES:
+                raise ValueError(f"data.path={path!r}: unknown split {name!r}; use train=,valid=,test=")
+            spec[SPLIT_ALIASES[name.strip()]] = pattern.strip()
+        return spec
+    if os.path.isdir(path):
+        spec = {}
+        for f in _expand(path):
+            stem = os.path.basename(f).split(".")[0].split("-")[0].split("_")[0].lower()
+            if stem in SPLIT_ALIASES:
+                spec.setdefault(SPLIT_ALIASES[stem], []).append(f)
+        if "train" in spec and len(spec) > 1:
+            return spec
+    return None
+
+
+def load_files(cfg, strict: bool) -> dict:
+    if not cfg.path:
+        raise ValueError("data.source=files needs data.path (a file, directory or glob)")
+    spec = _split_spec(cfg.path)
+    if spec:
+        if "train" not in spec or len(spec) < 2:
+            raise ValueError(f"data.path={cfg.path!r}: split files need train and valid (or test)")
+        out = {}
+        for name, pattern in spec.items():
+            files = pattern if isinstance(pattern, list) else _expand(pattern)
+            out[name] = _read_docs(files, cfg, strict)
+        if "valid" not in out:
+            out["valid"] = out.pop("test")
+        return out
+    return split_documents(_read_docs(_expand(cfg.path), cfg, strict))
+
+
+# ----------------------------------------------------------------------------- hub datasets
+
+def _hub_reachable(host="huggingface.co", timeout=3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_hf(cfg) -> dict:
+    if not cfg.hf_name:
+        raise ValueError("data.source=hf needs data.hf_name (a Hugging Face hub dataset name)")
+    hint = (f"data.source=hf (data.hf_name={cfg.hf_name!r}) needs the Hugging Face hub, which is "
+            "not reachable ({why}). Use local files instead: data.source=files "
+            "data.path=/path/to/files (.txt, .jsonl, .parquet, .csv; a directory or glob; "
+            "or 'train=GLOB,valid=GLOB').")
+    if offline():
+        raise ConnectionError(hint.format(why="offline mode: " + "/".join(_OFFLINE_VARS) + " is set"))
+    if not _hub_reachable():
+        raise ConnectionError(hint.format(why="no network connection to huggingface.co"))
+    import datasets
+
+    ds = datasets.load_dataset(cfg.hf_name, cfg.hf_config or None, cache_dir=os.path.join(data_dir(cfg), "hf"))
+    out = {}
+    for name, split in ds.items():
+        if name in SPLIT_ALIASES and SPLIT_ALIASES[name] not in out:
+            if cfg.text_field not in split.column_names:
+                raise ValueError(f"hf dataset {cfg.hf_name}: no column data.text_field={cfg.text_field!r}; "
+                                 f"columns: {split.column_names}")
+            out[SPLIT_ALIASES[name]] = [t for t in split[cfg.text_field] if t]
+    if "train" not in out:
+        raise ValueError(f"hf dataset {cfg.hf_name} has no train split (splits: {list(ds)})")
+    if "valid" not in out:
+        if "test" in out:
+            out["valid"] = out.pop("test")
+        else:
+            out = split_documents(out["train"])
+    return out
+
+
+# ----------------------------------------------------------------------------- named corpora
+
+def _locate(cfg, corpus: str, names: tuple, url: str, cached_name: str) -> str:
+    """data.path (file or dir), else the data dir, else a download into the data dir."""
+    if cfg.path:
+        path = os.path.expanduser(cfg.path)
+        if os.path.isfile(path):
+            return path
+        if os.path.isdir(path):
+            for n in names:
+                for p in (os.path.join(path, n), os.path.join(path, corpus, n)):
+                    if os.path.isfile(p):
+                        return p
+            raise FileNotFoundError(f"data.path={cfg.path!r}: no {corpus} file ({', '.join(names)}) in it")
+        raise FileNotFoundError(f"data.path={cfg.path!r}: no such file or directory ({corpus})")
+    root = os.path.join(data_dir(cfg), corpus)
+    for n in names:
+        if os.path.isfile(os.path.join(root, n)):
+            return os.path.join(root, n)
+    dest = os.path.join(root, cached_name)
+    try:
+        logging.info("downloading %s to %s", url, dest)
+        return download(url, dest)
+    except OSError as e:
+        raise FileNotFoundError(
+            f"{corpus}: not found in {root} and the download from {url} failed ({e}). Put the file "
+            f"there (data.data_dir or $LM_DATA_DIR), or point data.path at a local copy.") from None
+
+
+def load_tinyshakespeare(cfg, strict: bool) -> dict:
+    path = _locate(cfg, "tinyshakespeare", ("input.txt", "tinyshakespeare.txt"), TINYSHAKESPEARE_URL, "input.txt")
+    data = read_bytes(path)
+    if sha256_of(data) != TINYSHAKESPEARE_SHA256:
+        raise ValueError(f"{path}: sha256 {sha256_of(data)} is not tiny Shakespeare's {TINYSHAKESPEARE_SHA256}")
+    text = decode(data, path, strict)
+    cut = int(len(text) * 0.9)
+    return {"train": [text[:cut]], "valid": [text[cut:]]}
+
+
+def load_enwik8(cfg, strict: bool) -> dict:
+    path = _locate(cfg, "enwik8", ("enwik8", "enwik8.zip", "enwik8_first1M.gz", "enwik8.gz"), ENWIK8_URL, "enwik8.zip")
+    data = read_bytes(path)
+    n = len(data)
+    if n == ENWIK8_SIZE:
+        if sha256_of(data) != ENWIK8_SHA256:
+            raise ValueError(f"{path}: sha256 {sha256_of(data)} is not enwik8's {ENWIK8_SHA256}")
+        a, b = 90_000_000, 95_000_000
+    else:
+        a, b = n * 90 // 100, n * 95 // 100
+        logging.warning("%s has %d bytes, not the full enwik8 (%d): split 90/5/5 proportionally "
+                        "(%d/%d/%d bytes); results are not comparable with published enwik8 numbers",
+                        path, n, ENWIK8_SIZE, a, b - a, n - b)
+    # Byte-exact splits may cut a multi-byte character: such bytes are kept as surrogates.
+    return {name: [data[i:j].decode("utf-8", "surrogateescape")]
+            for name, i, j in (("train", 0, a), ("valid", a, b), ("test", b, n))}
+
+
+# ----------------------------------------------------------------------------- stdlib corpus
+
+_STDLIB_SKIP = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+
+
+def stdlib_files() -> tuple:
+    """(stdlib root, relative paths of the stdlib .py files in the corpus (see module docstring)."""
+    root = sysconfig.get_paths()["stdlib"]
+    found = []
+    for d, dirs, files in os.walk(root):
+        dirs[:] = sorted(x for x in dirs if x not in _STDLIB_SKIP and not x.startswith("config-"))
+        for f in files:
+            if f.endswith(".py") and not f.startswith(("test_", "_sysconfigdata")):
+                rel = os.path.relpath(os.path.join(d, f), root)
+                found.append((hashlib.sha1(rel.encode()).hexdigest(), rel, os.path.getsize(os.path.join(d, f))))
+    chosen, total = [], 0
+    for _, rel, size in sorted(found):
+        if total + size <= STDLIB_MAX_BYTES:
+            chosen.append(rel)
+            total += size
+    return root, sorted(chosen)
+
+
+def load_stdlib(cfg=None, strict: bool = True) -> dict:
+    root, files = stdlib_files()
+    out = {"train": [], "valid": []}
+    for rel in files:
+        with open(os.path.join(root, rel), "rb") as f:
+            data = f.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # a few stdlib files are latin-1 on purpose; skip them everywhere
+        if text:
+            valid = int(hashlib.sha1(rel.encode()).hexdigest(), 16) % 20 == 0
+            out["valid" if valid else "train"].append(text)
+    if not out["train"] or not out["valid"]:
+        raise ValueError(f"stdlib corpus: too few .py files under {root}")
+    return out
+
+
+TEXT_SOURCES = {"files": load_files, "tinyshakespeare": load_tinyshakespeare, "enwik8": load_enwik8,
+                "stdlib": load_stdlib}
+
+
+def load_text(cfg, strict: bool) -> dict:
+    """{split: [documents]} for a text source; strict: invalid UTF-8 is an error."""
+    if cfg.source == "hf":
+        return load_hf(cfg)
+    return TEXT_SOURCES[cfg.source](cfg, strict)

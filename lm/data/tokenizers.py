@@ -1,0 +1,277 @@
+"""Tokenizers: bytes, characters, sentencepiece, and plain symbols for synthetic sources.
+
+Every tokenizer has `encode(str) -> int32 array`, `decode(ids) -> str`, `vocab_size`, `eos_id`
+(None: documents are separated by segment ids, not by a token), `name`, `save(dir)` and
+`token_bytes`: for each id, how many UTF-8 bytes of the original text it stands for. With it,
+bits per byte = sum(nll * w) / ln 2 / sum(token_bytes[targets] * w) is the same quantity
+whatever the tokenizer (synthetic symbols count 1 "byte" each, so it is bits per symbol).
+
+Text that is not valid UTF-8 (possible only with the byte tokenizer, or at a byte-exact split
+point of a named corpus) is carried as Python `str` with 'surrogateescape', so
+`text.encode('utf-8', 'surrogateescape')` gives back the exact bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+
+TOKENIZERS = ("byte", "char", "sentencepiece")
+_META = "tokenizer.json"
+_SPM = "spm.model"
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+class Tokenizer:
+    name = "base"
+    eos_id = None
+
+    def encode(self, text: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode(self, ids) -> str:
+        raise NotImplementedError
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.token_bytes)
+
+    def meta(self) -> dict:
+        return {"kind": self.name}
+
+    def save(self, directory: str) -> None:
+        """Writes the tokenizer into `directory` atomically (a temp dir, then a rename)."""
+        directory = os.path.abspath(directory)
+        parent = os.path.dirname(directory)
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tokenizer-", dir=parent)
+        try:
+            self._write(tmp)
+            with open(os.path.join(tmp, _META), "w") as f:
+                json.dump(self.meta(), f)
+            if os.path.isdir(directory):
+                shutil.rmtree(directory)
+            os.rename(tmp, directory)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _write(self, directory: str) -> None:
+        pass
+
+    def encode_corpus(self, text: str) -> np.ndarray:
+        """Encodes a dataset split; may map unseen symbols to <unk> instead of raising."""
+        return self.encode(text)
+
+
+class ByteTokenizer(Tokenizer):
+    """The 256 byte values; id = byte. Exact for any input."""
+
+    name = "byte"
+
+    def __init__(self):
+        self.token_bytes = np.ones(256, np.int32)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.frombuffer(_utf8(text), np.uint8).astype(np.int32)
+
+    def decode(self, ids) -> str:
+        return bytes(np.asarray(ids, np.uint8).tolist()).decode("utf-8", "replace")
+
+
+class CharTokenizer(Tokenizer):
+    """One id per character of the train split, in sorted order (nanoGPT's shakespeare_char).
+
+    `encode` raises on characters outside the vocabulary. Dataset splits are encoded with
+    `encode_corpus`, which maps such characters to an extra `<unk>` id (the last one, present only
+    when `with_unk`); it counts as 1 byte, so bits per byte errs on the high side.
+    """
+
+    name = "char"
+
+    def __init__(self, chars: str, with_unk: bool = False):
+        self.chars = "".join(sorted(set(chars)))
+        if not self.chars:
+            raise ValueError("char tokenizer: the train split has no characters")
+        self.with_unk = with_unk
+        self.unk_id = len(self.chars) if with_unk else None
+        self._index = {c: i for i, c in enumerate(self.chars)}
+        self.token_bytes = np.array([len(_utf8(c)) for c in self.chars] + [1] * with_unk, np.int32)
+        self._table = None  # code point -> id lookup for fast encoding
+
+    @classmethod
+    def from_splits(cls, train: str, others=()):
+        seen = set(train)
+        with_unk = any(set(t) - seen for t in others)
+        return cls("".join(seen), with_unk)
+
+    def _lookup(self, text: str, unk: bool) -> np.ndarray:
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+        if self._table is None:
+            top = max(ord(c) for c in self.chars) + 1
+            self._table = np.full(top, -1, np.int32)
+            self._table[[ord(c) for c in self.chars]] = np.arange(len(self.chars))
+        ids = np.full(codes.shape, -1, np.int32)
+        inside = codes < len(self._table)
+        ids[inside] = self._table[codes[inside]]
+        if (ids < 0).any():
+            if unk and self.unk_id is not None:
+                ids[ids < 0] = self.unk_id
+            else:
+                bad = sorted({text[i] for i in np.flatnonzero(ids < 0)[:1000]})
+                raise ValueError(f"char tokenizer: character(s) {bad!r} are not in the vocabulary "
+                                 f"built from the train split ({len(self.chars)} characters)")
+        return ids
+
+    def encode(self, text: str) -> np.ndarray:
+        return self._lookup(text, unk=False)
+
+    def encode_corpus(self, text: str) -> np.ndarray:
+        return self._lookup(text, unk=True)
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[i] if i < len(self.chars) else "\ufffd" for i in np.asarray(ids).tolist())
+
+    def meta(self):
+        return {"kind": self.name, "chars": self.chars, "with_unk": self.with_unk}
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A sentencepiece BPE model trained on the train split, exact on any text.
+
+    Identity normalisation, no dummy prefix and no whitespace collapsing keep decode(encode(s))
+    == s; newline is a user-defined piece (training sees lines); byte fallback covers characters
+    never seen in training (byte pieces count 1 byte each).
+    """
+
+    name = "sentencepiece"
+    _SURROGATE = re.compile("([\udc80-\udcff])")
+
+    def __init__(self, model_proto: bytes):
+        import sentencepiece as spm
+
+        self.model_proto = model_proto
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        n = self.sp.get_piece_size()
+        tb = np.zeros(n, np.int32)
+        for i in range(n):
+            if self.sp.is_byte(i):
+                tb[i] = 1
+            elif not (self.sp.is_control(i) or self.sp.is_unknown(i)):
+                tb[i] = len(_utf8(self.sp.id_to_piece(i).replace("\u2581", " ")))
+        self.token_bytes = tb
+        self.newline_id = self.sp.piece_to_id("\n")
+        self._byte_ids = np.array([self.sp.piece_to_id(f"<0x{b:02X}>") for b in range(256)], np.int32)
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int, *, max_chars: int = 2_000_000):
+        """Trains on the lines of (at most the first `max_chars` characters of) `text`."""
+        import sentencepiece as spm
+
+        lines = [line for line in text[:max_chars].split("\n") if line.strip()]
+        lines = [cls._SURROGATE.sub("", line) for line in lines]
+        if not lines:
+            raise ValueError("sentencepiece: the train split has no non-empty lines to train on")
+        buf = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(lines), model_writer=buf, vocab_size=vocab_size,
+                model_type="bpe", character_coverage=1.0, byte_fallback=True,
+                normalization_rule_name="identity", remove_extra_whitespaces=False,
+                add_dummy_prefix=False, allow_whitespace_only_pieces=True, split_digits=True,
+                user_defined_symbols=["\n"], unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
+                max_sentence_length=1 << 16, num_threads=os.cpu_count() or 1, minloglevel=2)
+        except RuntimeError as e:
+            m = re.search(r"value <= (\d+)", str(e))
+            limit = f" (at most {m.group(1)} for this text)" if m else ""
+            raise ValueError(f"data.vocab_size={vocab_size} is too large for the sentencepiece "
+                             f"train text{limit}: {e}") from None
+        return cls(buf.getvalue())
+
+    def _encode_line(self, line: str) -> list:
+        if not self._SURROGATE.search(line):
+            return self.sp.encode(line)
+        out = []  # lone surrogates are raw bytes (see module docstring): use their byte pieces
+        for part in self._SURROGATE.split(line):
+            if len(part) == 1 and "\udc80" <= part <= "\udcff":
+                out.append(int(self._byte_ids[ord(part) - 0xDC00]))
+            elif part:
+                out.extend(self.sp.encode(part))
+        return out
+
+    def encode(self, text: str) -> np.ndarray:
+        out = []
+        for i, line in enumerate(text.split("\n")):
+            if i:
+                out.append(self.newline_id)
+            out.extend(self._encode_line(line))
+        return np.asarray(out, np.int32)
+
+    def decode(self, ids) -> str:
+        return self.sp.decode([int(i) for i in np.asarray(ids).tolist()])
+
+    def _write(self, directory):
+        with open(os.path.join(directory, _SPM), "wb") as f:
+            f.write(self.model_proto)
+
+
+class SymbolTokenizer(Tokenizer):
+    """Synthetic sources: ids are the symbols; text is space-separated integers."""
+
+    name = "symbol"
+
+    def __init__(self, vocab_size: int):
+        self.token_bytes = np.ones(vocab_size, np.int32)
+
+    def encode(self, text: str) -> np.ndarray:
+        try:
+            ids = np.asarray([int(t) for t in text.split()], np.int32)
+        except ValueError:
+            raise ValueError(f"symbol tokenizer: expected space-separated integers, got {text[:50]!r}") from None
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise ValueError(f"symbol tokenizer: ids must be in [0, {self.vocab_size}), got {text[:50]!r}")
+        return ids
+
+    def decode(self, ids) -> str:
+        return " ".join(str(i) for i in np.asarray(ids).tolist())
+
+    def meta(self):
+        return {"kind": self.name, "vocab_size": self.vocab_size}
+
+
+def load_tokenizer(directory: str) -> Tokenizer:
+    """Loads a tokenizer written by `Tokenizer.save`."""
+    path = os.path.join(directory, _META)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no saved tokenizer in {directory} (missing {_META})")
+    with open(path) as f:
+        meta = json.load(f)
+    kind = meta.get("kind")
+    if kind == "byte":
+        return ByteTokenizer()
+    if kind == "char":
+        return CharTokenizer(meta["chars"], meta.get("with_unk", False))
+    if kind == "sentencepiece":
+        with open(os.path.join(directory, _SPM), "rb") as f:
+            return SentencePieceTokenizer(f.read())
+    if kind == "symbol":
+        return SymbolTokenizer(meta["vocab_size"])
+    raise ValueError(f"{path}: unknown tokenizer kind {kind!r}")
+
+
+def fingerprint(tok: Tokenizer) -> str:
+    """A stable hash of a tokenizer (for the token cache key)."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(tok.meta(), sort_keys=True).encode())
+    if isinstance(tok, SentencePieceTokenizer):
+        h.update(tok.model_proto)
+    return h.hexdigest()[:16]
