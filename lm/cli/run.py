@@ -1,0 +1,35 @@
+"""`lm run experiments/X.py --rung=NAME [--archive=DIR] [--workdir=DIR] [--set key=value ...]`
+
+Trains one rung of an experiment file, decides its verdict (passed, not_yet, failed, inverse,
+inconclusive; broken if the run crashed) against the archived runs of the same experiment,
+writes one record into the archive and prints its path. `experiments/X.py:NAME` is the same
+as `--rung=NAME`. Exit status: 0 for any verdict but broken, 1 for broken.
+"""
+
+import sys
+
+from absl import flags
+
+from lm import archive, experiment
+
+flags.DEFINE_string("rung", None, "Rung of the experiment's ladder (default: its first rung).")
+flags.DEFINE_string("archive", archive.DEFAULT_ARCHIVE, "Directory of run records.")
+flags.DEFINE_string("workdir", None, "Training workdir to keep (default: a temporary one, removed).")
+flags.DEFINE_multi_string("set", [], "Config override key=value (e.g. model.d_model=256); repeatable.")
+flags.DEFINE_bool("progress", True, "Show the trainer's progress.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) != 2:
+        raise SystemExit("usage: lm run experiments/X.py[:RUNG] [--rung=NAME] [--archive=DIR] "
+                         "[--workdir=DIR] [--set key=value ...]")
+    path, _, rung = argv[1].partition(":")
+    if rung and FLAGS.rung and rung != FLAGS.rung:
+        raise SystemExit(f"lm run: rung given twice ({rung!r} and --rung={FLAGS.rung!r})")
+    record, out = experiment.run(path, FLAGS.rung or rung or None, sets=FLAGS.set,
+                                 archive_dir=FLAGS.archive, workdir=FLAGS.workdir,
+                                 progress=FLAGS.progress)
+    print(f"{record['verdict']}: {record['reason']}", file=sys.stderr)
+    print(out)
+    return 1 if record["verdict"] == "broken" else 0

@@ -1,0 +1,411 @@
+"""Experiments as files: spec -> run -> record -> verdict, and reruns at a larger scale.
+
+An experiment file defines `get_config(arg)` returning `lm.config.base_config()` with its
+model/data/train overrides and an `experiment` block: name, hypothesis, the success criterion
+(metric comparator threshold on split) and a ladder of rungs ordered by scale, each a set of
+dotted-key overrides. `arg` names the rung; files end with `return apply_rung(config, arg)`.
+
+    config.experiment.ladder = ladder(tiny={"model.d_model": 32, "train.steps": 200},
+                                      small={"model.d_model": 64, "train.steps": 400})
+
+`run(path, rung)` trains the rung through `lm.trainer.train`, reads the criterion's metric,
+decides the verdict against the archive (rules in lm/archive.py) and writes one record.
+A crash or an interrupt inside training writes a "broken" record; a killed process writes
+nothing (records are written atomically at the end).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from importlib import metadata
+
+import ml_collections
+
+from lm import archive
+from lm.config import ConfigError, config_hash, set_dotted
+
+METRICS = ("loss", "bits_per_byte", "perplexity", "accuracy", "excess_bits_per_byte")
+SPLITS = ("valid",)  # the trainer's summary evaluates on valid
+
+
+# ---------------------------------------------------------------------------------------------
+# The ladder.
+
+def ladder(**rungs: dict) -> tuple:
+    """ladder(tiny={'model.d_model': 32}, ...) -> the ordered tuple form config.py stores."""
+    return tuple((name, tuple((str(k), v) for k, v in overrides.items()))
+                 for name, overrides in rungs.items())
+
+
+def rungs(config) -> list[str]:
+    return [name for name, _ in config.experiment.ladder]
+
+
+def rung_overrides(config, rung: str) -> dict:
+    for name, pairs in config.experiment.ladder:
+        if name == rung:
+            return dict((k, v) for k, v in pairs)
+    names = rungs(config)
+    where = f" of experiment {config.experiment.name!r}" if config.experiment.name else ""
+    raise ConfigError(f"unknown rung {rung!r}{where}; rungs (smallest first): {names or 'none defined'}")
+
+
+def next_rung(config, rung: str) -> str:
+    names = rungs(config)
+    rung_overrides(config, rung)  # error if unknown
+    i = names.index(rung)
+    if i + 1 >= len(names):
+        raise ConfigError(f"rung {rung!r} is the top of the ladder {names}; rerun with "
+                          "--rung=NAME or --set overrides (e.g. a bigger model.d_model)")
+    return names[i + 1]
+
+
+def apply_rung(config, rung: str | None):
+    """Apply a rung's overrides in place (None/'' = the default or first rung); returns config."""
+    names = rungs(config)
+    rung = rung or config.experiment.rung or (names[0] if names else "")
+    if not rung:
+        return config
+    for key, value in rung_overrides(config, rung).items():
+        set_dotted(config, key, value)
+    config.experiment.rung = rung
+    return config
+
+
+def parse_value(config, key: str, text):
+    """A --set value coerced to the type of the existing key (bool/int/float/str)."""
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+        node = node[p] if p in node else None
+        if node is None:
+            break
+    old = node[leaf] if node is not None and leaf in node else None
+    if not isinstance(text, str):
+        return text
+    try:
+        if isinstance(old, bool):
+            if text.lower() in ("1", "true", "yes"):
+                return True
+            if text.lower() in ("0", "false", "no"):
+                return False
+            raise ValueError
+        if isinstance(old, int):
+            return int(text)
+        if isinstance(old, float):
+            return float(text)
+        if isinstance(old, str):
+            return text
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if old is None or isinstance(old, (tuple, list)):
+            return text
+        raise ConfigError(f"--set {key}={text}: cannot read {text!r} as {type(old).__name__}")
+
+
+def parse_sets(sets) -> list[tuple[str, str]]:
+    out = []
+    for item in sets or ():
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out.append((key.strip(), value))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading an experiment file.
+
+def load_module(path: str):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"experiment file {path!r} does not exist")
+    name = "lm_experiment_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path}: an experiment file must define get_config(arg)")
+    return module
+
+
+def load_config(path: str, rung: str | None = None, sets=()) -> ml_collections.ConfigDict:
+    """get_config(rung) of the file, the rung applied, then --set overrides; validated."""
+    module = load_module(path)
+    config = module.get_config(rung) if rung else module.get_config(None)
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{path}: get_config must return a ConfigDict, got {type(config).__name__}")
+    if config.experiment.ladder:
+        apply_rung(config, rung)  # idempotent when get_config(arg) applied it already
+    elif rung:
+        raise ConfigError(f"{path}: --rung={rung} given but the experiment defines no ladder")
+    for key, text in parse_sets(sets):
+        set_dotted(config, key, parse_value(config, key, text))
+    validate(config, path)
+    return config
+
+
+def validate(config, path: str = "experiment") -> None:
+    e = config.experiment
+    if not e.name:
+        raise ConfigError(f"{path}: experiment.name is empty")
+    if e.metric not in METRICS:
+        raise ConfigError(f"{path}: experiment.metric {e.metric!r} is not one of {METRICS}")
+    if e.comparator not in archive.COMPARATORS:
+        raise ConfigError(f"{path}: experiment.comparator {e.comparator!r} is not one of "
+                          f"{tuple(archive.COMPARATORS)}")
+    if e.split not in SPLITS:
+        raise ConfigError(f"{path}: experiment.split {e.split!r} is not one of {SPLITS}")
+    if e.ladder and e.rung not in rungs(config):
+        rung_overrides(config, e.rung)
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance.
+
+def _git(args, cwd):
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=20)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(path: str) -> dict:
+    where = os.path.dirname(os.path.abspath(path))
+    status = _git(["status", "--porcelain", "--untracked-files=no"], where)
+    versions = {"python": platform.python_version()}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return dict(git_commit=_git(["rev-parse", "HEAD"], where),
+                git_dirty=None if status is None else bool(status),
+                versions=versions, host=socket.gethostname(), platform=platform.platform())
+
+
+def experiment_relpath(path: str) -> str:
+    """The file relative to its git root (so a rerun works from a fresh clone), else absolute."""
+    root = _git(["rev-parse", "--show-toplevel"], os.path.dirname(os.path.abspath(path)))
+    full = os.path.realpath(path)
+    if root and full.startswith(os.path.realpath(root) + os.sep):
+        return os.path.relpath(full, os.path.realpath(root))
+    return os.path.abspath(path)
+
+
+def resolve_file(path: str, archive_dir: str | None = None) -> str:
+    """An experiment file named in a record, from the cwd or the archive's git root."""
+    if os.path.isfile(path):
+        return path
+    if archive_dir:
+        root = _git(["rev-parse", "--show-toplevel"], os.path.abspath(archive_dir))
+        if root and os.path.isfile(os.path.join(root, path)):
+            return os.path.join(root, path)
+    raise FileNotFoundError(f"experiment file {path!r} not found (from {os.getcwd()})")
+
+
+def run_command(rel_file: str, rung: str, sets) -> str:
+    parts = ["lm", "run", rel_file] + ([f"--rung={rung}"] if rung else [])
+    parts += [f"--set={k}={v}" for k, v in parse_sets(sets)]
+    return shlex.join(parts)
+
+
+def parse_command(command: str) -> dict:
+    """The keyword arguments of `run` that a record's `lm run ...` command stands for."""
+    words = shlex.split(command)
+    if words[:2] != ["lm", "run"] or len(words) < 3:
+        raise ValueError(f"not an `lm run` command: {command!r}")
+    out = dict(path=words[2], rung=None, sets=[])
+    for w in words[3:]:
+        if w.startswith("--rung="):
+            out["rung"] = w.split("=", 1)[1]
+        elif w.startswith("--set="):
+            out["sets"].append(w.split("=", 1)[1])
+        else:
+            raise ValueError(f"unexpected word {w!r} in {command!r}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one rung.
+
+class Interrupted(Exception):
+    """SIGTERM during a run: turned into an exception so a broken record gets written."""
+
+
+def _final_metrics(config, summary, workdir) -> dict:
+    final = dict(summary.get("final") or {})  # the trainer's final evaluation on valid
+    if config.data.source == "markov" and "bits_per_byte" in final:
+        from lm.data import build_dataset
+
+        ds = build_dataset(config.data, config.model.max_len, workdir=workdir, seed=config.seed)
+        rate = getattr(ds, "entropy_rate", None)
+        if rate is not None:
+            final["entropy_rate"] = float(rate)
+            final["excess_bits_per_byte"] = float(final["bits_per_byte"]) - float(rate)
+    return final
+
+
+def _num(x):
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else x  # NaN/inf kept: a diverged run is a result
+
+
+def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archive.DEFAULT_ARCHIVE,
+        workdir: str | None = None, parent: str | None = None, prediction: dict | None = None,
+        progress: bool = True, train_fn=None) -> tuple[dict, str]:
+    """Train one rung, decide its verdict, write the record; returns (record, path)."""
+    config = load_config(path, rung, sets)
+    e = config.experiment
+    sets = [f"{k}={v}" for k, v in parse_sets(sets)]
+    ladder_keys = {k for _, pairs in e.ladder for k, _ in pairs}
+    rel = experiment_relpath(path)
+    record = dict(
+        schema=archive.SCHEMA, id=archive.new_id(e.name, e.rung),
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        experiment=e.name, experiment_file=rel, rung=e.rung, ladder=rungs(config),
+        hypothesis=e.hypothesis,
+        criterion=dict(metric=e.metric, comparator=e.comparator, threshold=float(e.threshold),
+                       split=e.split),
+        overrides=sets,
+        scale_overrides=sorted(s for s in sets if s.split("=", 1)[0] in ladder_keys),
+        variant=" ".join(sorted(s for s in sets if s.split("=", 1)[0] not in ladder_keys)),
+        command=run_command(rel, e.rung, sets), parent=parent, prediction=prediction,
+        seed=int(config.seed), provenance=provenance(path),
+    )
+    own_workdir = workdir is None
+    workdir = workdir or tempfile.mkdtemp(prefix=f"lm-run-{e.name}-{e.rung}-")
+    if train_fn is None:
+        from lm import trainer
+
+        train_fn = trainer.train
+
+    def on_term(signum, frame):
+        raise Interrupted(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
+    start = time.time()
+    try:
+        summary = train_fn(config, workdir, progress=progress)
+        final = _final_metrics(config, summary, workdir)
+    except (Exception, KeyboardInterrupt, Interrupted) as err:
+        record.update(config=config.to_dict(), config_hash=config_hash(config),
+                      wall_time=time.time() - start, verdict="broken",
+                      reason=f"the run crashed: {type(err).__name__}: {err}",
+                      error="".join(traceback.format_exception(err))[-4000:], workdir=workdir)
+        out = archive.write_record(record, archive_dir)
+        if isinstance(err, (KeyboardInterrupt, Interrupted)):
+            print(f"interrupted; wrote broken record {out}", file=sys.stderr)
+            raise
+        return record, out
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+    tokens = summary.get("tokens_seen")
+    fpt = summary.get("flops_per_token")
+    record.update(
+        config=config.to_dict(), config_hash=config_hash(config),
+        devices=summary.get("devices"), mesh=summary.get("mesh"),
+        num_params=summary.get("num_params"), flops_per_token=fpt, tokens_seen=tokens,
+        train_flops=float(fpt) * float(tokens) if fpt and tokens else None,
+        wall_time=summary.get("wall_time", time.time() - start), steps=summary.get("step"),
+        history=summary.get("history", []), final=final, sample=summary.get("sample"),
+        metric_value=_num(final.get(e.metric)), surrogate_value=_num(final.get("loss")),
+    )
+    verdict, reason, trend = archive.decide_verdict(record, archive.load_records(archive_dir))
+    record.update(verdict=verdict, reason=reason, trend=trend)
+    if own_workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        record["workdir"] = workdir
+    return record, archive.write_record(record, archive_dir)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reruns at a larger scale, with the prediction made first.
+
+def estimate_compute(config, parent: dict) -> float | None:
+    """Training FLOPs of a config, scaled from the parent record's measured FLOPs."""
+    try:
+        from lm.config import model_config
+        from lm.models import flops_per_token
+    except ImportError:
+        return None
+    vocab = parent.get("config", {}).get("model", {}).get("vocab_size") or config.model.vocab_size
+    pc = ml_collections.ConfigDict(parent["config"])
+
+    def flops(c):
+        m = dataclasses.replace(model_config(c), vocab_size=vocab)
+        t = c.train
+        return flops_per_token(m) * t.steps * t.batch_size * t.grad_accum * m.max_len
+
+    try:
+        ratio = flops(config) / flops(pc)
+    except Exception:  # a model teammate's API change must not stop a rerun
+        return None
+    return float(parent["train_flops"]) * ratio if parent.get("train_flops") else None
+
+
+def make_prediction(parent: dict, config, records: list[dict]) -> dict | None:
+    """What the archive's trend says the run about to start will give (stored before it runs)."""
+    compute = estimate_compute(config, parent)
+    same = [r for r in records if archive.series_key(r) == archive.series_key(parent)]
+    points = archive.series_points(same)
+    trend = archive.trend_of(points, target_compute=compute) if compute else archive.trend_of(points)
+    if trend is None:
+        return None
+    trend.update(made=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), from_records=[p["id"] for p in points],
+                 rung=config.experiment.rung, estimated_compute=compute)
+    return trend
+
+
+def rerun(parent: dict, rung: str = "next", *, sets=(), archive_dir: str = archive.DEFAULT_ARCHIVE,
+          progress: bool = True, train_fn=None) -> tuple[dict, str]:
+    """Rerun an archived record at the next/named rung; the new record links to it by parent id."""
+    path = resolve_file(parent["experiment_file"], archive_dir)
+    old_sets = parse_sets(parent.get("overrides", []))
+    new_sets = parse_sets(sets)
+    merged = {k: v for k, v in old_sets}
+    merged.update({k: v for k, v in new_sets})
+    config = load_config(path, None)
+    target = next_rung(config, parent["rung"]) if rung == "next" else rung
+    all_sets = [f"{k}={v}" for k, v in merged.items()]
+    target_config = load_config(path, target, all_sets)
+    prediction = make_prediction(parent, target_config, archive.load_records(archive_dir))
+    if prediction:
+        at = prediction.get("at") or {}
+        print(f"prediction for {parent['experiment']} @ {target}: "
+              + (f"loss {at['surrogate']:.4g}, {parent['criterion']['metric']} {at.get('metric')}, "
+                 f"passes={at.get('passes')}; " if at else "")
+              + prediction["reason"], file=sys.stderr)
+    return run(path, target, sets=all_sets, archive_dir=archive_dir, parent=parent["id"],
+               prediction=prediction, progress=progress, train_fn=train_fn)
+
+
+def record_json(record: dict) -> str:
+    return json.dumps({k: v for k, v in record.items() if not k.startswith("_")}, indent=1,
+                      default=str)
