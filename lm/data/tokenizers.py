@@ -190,6 +190,11 @@ class SentencePieceTokenizer(Tokenizer):
                 user_defined_symbols=["\n"], unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
                 max_sentence_length=1 << 16, num_threads=os.cpu_count() or 1, minloglevel=2)
         except RuntimeError as e:
+            small = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(e))
+            if small:
+                raise ValueError(f"data.vocab_size={vocab_size} is too small for this text: it needs at "
+                                 f"least {small.group(2)} (every character seen + 256 byte pieces + "
+                                 "<unk> and newline)") from None
             m = re.search(r"value <= (\d+)", str(e))
             limit = f" (at most {m.group(1)} for this text)" if m else ""
             raise ValueError(f"data.vocab_size={vocab_size} is too large for the sentencepiece "
