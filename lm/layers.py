@@ -1,0 +1,219 @@
+"""Transformer layers: embeddings (token, learned, rotary), norms, MLPs, mixture of experts, block.
+
+Shapes use the dimension letters of DESIGN.md: B batch, T length, D d_model, F mlp, V vocab,
+X experts, C expert capacity. Parameters are float32 with logical axis names; computation runs
+in cfg.dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lm.attention import MultiHeadAttention, apply_rope, compute_dtype, param  # noqa: F401
+from lm.config import ModelConfig
+
+RESIDUAL = ("batch", "length", "embed")
+
+
+def residual_std(cfg: ModelConfig) -> float:
+    """GPT-2 init for projections into the residual stream: 0.02 / sqrt(2 * layers)."""
+    layers = cfg.num_layers + (cfg.encoder_layers if cfg.kind != "decoder" else 0)
+    return 0.02 / math.sqrt(2 * layers)
+
+
+class Embed(nn.Module):
+    """Token embedding (Alg 1) and, tied, the unembedding (Alg 7)."""
+
+    cfg: ModelConfig
+
+    def setup(self):
+        self.embedding = param(self, "embedding", (self.cfg.vocab_size, self.cfg.d_model),
+                               ("vocab", "embed"))
+
+    def __call__(self, tokens):
+        return jnp.take(self.embedding, tokens, axis=0).astype(compute_dtype(self.cfg))
+
+    def attend(self, x):
+        """Logits float32 [B, T, V] = x E^T."""
+        return jnp.einsum("btd,vd->btv", x, self.embedding.astype(x.dtype),
+                          preferred_element_type=jnp.float32)
+
+
+class PositionEmbed(nn.Module):
+    """Learned absolute positions (Alg 2): one vector per position 0..max_len-1."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, positions):
+        table = param(self, "embedding", (self.cfg.max_len, self.cfg.d_model), ("length", "embed"),
+                      std=0.01)
+        return jnp.take(table, positions, axis=0).astype(compute_dtype(self.cfg))
+
+
+class LayerNorm(nn.Module):
+    """Layer norm (Alg 6) or RMS norm (cfg.norm), statistics in float32."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        d = x.shape[-1]
+        xf = x.astype(jnp.float32)
+        if self.cfg.norm == "layernorm":
+            xf = xf - jnp.mean(xf, axis=-1, keepdims=True)
+        y = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + 1e-6)
+        y = y * param(self, "scale", (d,), ("embed",), init=nn.initializers.ones)
+        if self.cfg.norm == "layernorm" and self.cfg.use_bias:
+            y = y + param(self, "bias", (d,), ("embed",), init=nn.initializers.zeros)
+        return y.astype(x.dtype)
+
+
+def _activate(cfg: ModelConfig, h):
+    """GELU on [..., F], or SwiGLU on [..., 2, F] (gate, up)."""
+    if cfg.mlp == "swiglu":
+        return jax.nn.silu(h[..., 0, :]) * h[..., 1, :]
+    return jax.nn.gelu(h)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: D -> F -> D with GELU, or SwiGLU (gate * up, then down)."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        dt = compute_dtype(cfg)
+        d, f = cfg.d_model, cfg.ff_size
+        if cfg.mlp == "swiglu":
+            wi = param(self, "wi", (d, 2, f), ("embed", None, "mlp"))
+            h = jnp.einsum("btd,dnf->btnf", x, wi.astype(dt))
+            if cfg.use_bias:
+                h = h + param(self, "bi", (2, f), (None, "mlp"), init=nn.initializers.zeros).astype(dt)
+        else:
+            wi = param(self, "wi", (d, f), ("embed", "mlp"))
+            h = jnp.einsum("btd,df->btf", x, wi.astype(dt))
+            if cfg.use_bias:
+                h = h + param(self, "bi", (f,), ("mlp",), init=nn.initializers.zeros).astype(dt)
+        h = nn.with_logical_constraint(_activate(cfg, h), ("batch", "length", "mlp"))
+        wo = param(self, "wo", (f, d), ("mlp", "embed"), std=residual_std(cfg))
+        y = jnp.einsum("btf,fd->btd", h, wo.astype(dt))
+        if cfg.use_bias:
+            y = y + param(self, "bo", (d,), ("embed",), init=nn.initializers.zeros).astype(dt)
+        return y
+
+
+def expert_capacity(cfg: ModelConfig, tokens_per_group: int) -> int:
+    """Slots per expert per group (one sequence): ceil(k * T * capacity_factor / X)."""
+    return max(1, math.ceil(cfg.moe_top_k * tokens_per_group * cfg.moe_capacity_factor
+                            / cfg.num_experts))
+
+
+def top_k_routing(probs, k: int, capacity: int):
+    """Top-k routing with a capacity limit, per group (sequence).
+
+    probs [B, T, X] router probabilities. Returns combine [B, T, X, C] (gate weight of token t in
+    slot c of expert x, 0 where not routed) and dispatch (combine > 0). First choices of all
+    tokens take slots before second choices; a choice finding its expert full is dropped, and
+    a token with every choice dropped passes through on the residual only. Gates of the k
+    choices are renormalised to sum to 1 (before dropping).
+    """
+    b, t, x = probs.shape
+    gates, experts = jax.lax.top_k(probs, k)  # [B, T, k]
+    gates = gates / jnp.sum(gates, axis=-1, keepdims=True)
+    choice = jax.nn.one_hot(experts, x, dtype=jnp.int32)  # [B, T, k, X]
+    # Slot of each choice in its expert: order by (choice rank, position).
+    ranked = jnp.swapaxes(choice, 1, 2).reshape(b, k * t, x)
+    slot = (jnp.cumsum(ranked, axis=1) - 1).reshape(b, k, t, x).swapaxes(1, 2)  # [B, T, k, X]
+    kept = choice * (slot < capacity)
+    slot_onehot = jax.nn.one_hot(jnp.sum(slot * kept, axis=-1), capacity, dtype=probs.dtype)
+    kept_any = jnp.sum(kept, axis=-1).astype(probs.dtype)  # [B, T, k]
+    combine = jnp.einsum("btk,btkx,btkc->btxc", gates * kept_any, kept.astype(probs.dtype),
+                         slot_onehot)
+    return combine, combine > 0
+
+
+def load_balancing_loss(probs, k: int):
+    """Switch-Transformer auxiliary loss X * sum_x f_x p_x (1 when balanced).
+
+    f_x: fraction of the top-k choices sent to expert x, p_x: mean router probability.
+    """
+    x = probs.shape[-1]
+    _, experts = jax.lax.top_k(probs, k)
+    frac = jnp.mean(jax.nn.one_hot(experts, x, dtype=jnp.float32), axis=(0, 1, 2))
+    return x * jnp.sum(frac * jnp.mean(probs, axis=(0, 1)))
+
+
+class MoE(nn.Module):
+    """Mixture-of-experts FFN: a router picks top-k of X expert MLPs per token, within capacity.
+
+    Sows the unweighted load-balancing loss as ('losses', 'moe_aux'); the trainer multiplies
+    the sum over layers by cfg.moe_aux_weight (see lm.models.aux_loss).
+    """
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        dt = compute_dtype(cfg)
+        d, f, nx = cfg.d_model, cfg.ff_size, cfg.num_experts
+        router = param(self, "router", (d, nx), ("embed", "expert"))
+        logits = jnp.einsum("btd,dx->btx", x.astype(jnp.float32), router)
+        probs = jax.nn.softmax(logits, axis=-1)
+        self.sow("losses", "moe_aux", load_balancing_loss(probs, cfg.moe_top_k))
+        combine, dispatch = top_k_routing(probs, cfg.moe_top_k, expert_capacity(cfg, x.shape[1]))
+        xin = jnp.einsum("btxc,btd->bxcd", dispatch.astype(dt), x)
+        xin = nn.with_logical_constraint(xin, ("batch", "expert", None, "embed"))
+        if cfg.mlp == "swiglu":
+            wi = param(self, "wi", (nx, d, 2, f), ("expert", "embed", None, "mlp"))
+            h = jnp.einsum("bxcd,xdnf->bxcnf", xin, wi.astype(dt))
+        else:
+            wi = param(self, "wi", (nx, d, f), ("expert", "embed", "mlp"))
+            h = jnp.einsum("bxcd,xdf->bxcf", xin, wi.astype(dt))
+        h = nn.with_logical_constraint(_activate(cfg, h), ("batch", "expert", None, "mlp"))
+        wo = param(self, "wo", (nx, f, d), ("expert", "mlp", "embed"), std=residual_std(cfg))
+        y = jnp.einsum("bxcf,xfd->bxcd", h, wo.astype(dt))
+        return jnp.einsum("btxc,bxcd->btd", combine.astype(dt), y)
+
+
+class Block(nn.Module):
+    """One transformer layer: self-attention, optional cross-attention, MLP or MoE.
+
+    Pre-LN (default): x + f(norm(x)); post-LN: norm(x + f(x)). The call signature
+    (x, context, positions, segment ids...) -> x suits nn.scan (see lm.models).
+    """
+
+    cfg: ModelConfig
+    causal: bool = True
+    cross: bool = False
+    moe: bool = False
+    decode: bool = False
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x, context=None, positions=None, segment_ids=None, context_segment_ids=None):
+        cfg = self.cfg
+
+        def sublayer(name, fn, x):
+            norm = LayerNorm(cfg, name=f"{name}_norm")
+            y = fn(norm(x) if cfg.pre_norm else x)
+            y = nn.Dropout(cfg.dropout)(y, deterministic=self.deterministic)
+            x = x + y
+            x = x if cfg.pre_norm else norm(x)
+            return nn.with_logical_constraint(x, RESIDUAL)
+
+        attn = MultiHeadAttention(cfg, causal=self.causal, decode=self.decode, name="attn")
+        x = sublayer("attn", lambda h: attn(h, positions=positions, q_segment_ids=segment_ids), x)
+        if self.cross:
+            cross = MultiHeadAttention(cfg, causal=False, cross=True, decode=self.decode,
+                                       name="cross")
+            x = sublayer("cross", lambda h: cross(h, context, q_segment_ids=segment_ids,
+                                                  kv_segment_ids=context_segment_ids), x)
+        ffn = MoE(cfg, name="moe") if self.moe else MLP(cfg, name="mlp")
+        return sublayer("mlp", ffn, x)
