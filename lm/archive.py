@@ -181,7 +181,7 @@ def eval_noise(record: dict) -> float:
     return float(np.std(vals[-3:])) if len(vals) >= 2 else 0.0
 
 
-def trend_of(points: list[dict], *, target_compute=None, samples: int = 200) -> dict | None:
+def trend_of(points: list[dict], *, target_compute=None, samples: int = 100) -> dict | None:
     """lm.scaling.predict over a series' points (None with fewer than two distinct computes)."""
     pts = [p for p in points if _finite(p.get("surrogate_value"))]
     if len({p["train_flops"] for p in pts}) < 2:
@@ -414,7 +414,7 @@ def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
     return trend
 
 
-def _trend_band(points, trend, grid, samples: int = 100):
+def _trend_band(points, trend, grid, samples: int = 50):
     """10-90% band of refitted trends (same parametric bootstrap as lm.scaling.predict)."""
     t = scaling.Trend(**trend["trend"])
     c = np.array([p["train_flops"] for p in points])
