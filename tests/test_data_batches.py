@@ -5,19 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from lm.config import ConfigError, base_config
-from lm.data import build_dataset
+from lm.config import ConfigError
+from lm.data import build_dataset, data_config
 from lm.data.batches import PackedSplit
 
 KEYS = ("inputs", "targets", "weights", "segment_ids")
 
 
 def data_cfg(tmp_path, **kw):
-    c = base_config().data
-    c.data_dir = str(tmp_path / "cache")
-    for k, v in kw.items():
-        c[k] = v
-    return c
+    return data_config(data_dir=str(tmp_path / "cache"), **kw)
 
 
 def docs_dataset(tmp_path, masking=False, seq_len=16):
@@ -138,6 +134,7 @@ def test_copy_task_layout(tmp_path):
         assert w.sum() == 10
         np.testing.assert_array_equal(b["targets"][r][w > 0], np.concatenate([row[6:11], row[17:22]]))
     assert (b["segment_ids"][:, 22:] == 0).all() and (b["segment_ids"][:, :22] == 1).all()
+    np.testing.assert_array_equal(ds.tokens("train")[:24], b["inputs"][0])
     it = ds.train_iterator(3, seed=0)
     next(it)
     resumed = ds.train_iterator(3, seed=0)
@@ -149,6 +146,8 @@ def test_copy_task_layout(tmp_path):
 
 
 def test_bad_config_values(tmp_path):
+    with pytest.raises(ConfigError, match="data.sorce"):
+        data_config(sorce="stdlib")
     with pytest.raises(ConfigError, match="data.source='nope'"):
         build_dataset(data_cfg(tmp_path, source="nope"), 16)
     with pytest.raises(ConfigError, match="data.tokenizer='words'"):

@@ -10,8 +10,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from lm.config import base_config
-from lm.data import build_dataset, sources
+from lm.data import build_dataset, data_config, sources
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 SHAKESPEARE = os.path.join(SHARED, "tinyshakespeare", "input.txt")
@@ -19,11 +18,7 @@ ENWIK8_1M = os.path.join(SHARED, "enwik8", "enwik8_first1M.gz")
 
 
 def data_cfg(tmp_path, **kw):
-    c = base_config().data
-    c.data_dir = str(tmp_path / "cache")
-    for k, v in kw.items():
-        c[k] = v
-    return c
+    return data_config(data_dir=str(tmp_path / "cache"), **kw)
 
 
 def need(path):
@@ -190,6 +185,31 @@ def test_download_is_atomic(tmp_path, monkeypatch):
         sources.download("http://example.invalid/x", str(dest2))
     assert not dest2.exists() and no_temp_files(tmp_path) == []
     assert sorted(os.listdir(tmp_path / "cache")) == ["file.txt"]
+
+
+def test_named_corpus_download_verified_before_caching(tmp_path, monkeypatch):
+    need(SHAKESPEARE)
+    bad = tmp_path / "tampered.txt"
+    bad.write_text("not shakespeare\n" * 1000)
+    monkeypatch.setattr(sources, "TINYSHAKESPEARE_URL", bad.as_uri())
+    cfg = data_cfg(tmp_path, source="tinyshakespeare")
+    with pytest.raises(ValueError, match="is not tiny Shakespeare"):
+        build_dataset(cfg, 64)
+    assert os.listdir(tmp_path / "cache" / "tinyshakespeare") == []  # nothing half-checked cached
+    monkeypatch.setattr(sources, "TINYSHAKESPEARE_URL", "file://" + os.path.abspath(SHAKESPEARE))
+    assert len(build_dataset(cfg, 64).tokens("valid")) == 111_540
+    assert os.listdir(tmp_path / "cache" / "tinyshakespeare") == ["input.txt"]
+
+
+def test_enwik8_zip_archive(tmp_path):
+    need(ENWIK8_1M)
+    import zipfile
+    with gzip.open(ENWIK8_1M, "rb") as f:
+        raw = f.read()[:200_000]
+    with zipfile.ZipFile(tmp_path / "enwik8.zip", "w") as z:
+        z.writestr("enwik8", raw)
+    ds = build_dataset(data_cfg(tmp_path, source="enwik8", path=str(tmp_path)), 64)
+    assert [len(ds.tokens(s)) for s in ds.splits] == [180_000, 10_000, 10_000]
 
 
 def test_token_cache_written_atomically_and_reused(tmp_path, monkeypatch):

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from lm.config import base_config
-from lm.data import build_dataset
+from lm.data import build_dataset, data_config
 from lm.data import synthetic
 
 
@@ -38,9 +37,8 @@ def test_entropy_rate_special_cases():
 
 
 def test_empirical_log_loss_converges_to_entropy_rate():
-    c = base_config().data
-    c.source, c.markov_order, c.markov_vocab, c.markov_concentration = "markov", 2, 5, 0.3
-    c.train_tokens, c.eval_tokens = 400_000, 20_000
+    c = data_config(source="markov", markov_order=2, markov_vocab=5, markov_concentration=0.3,
+                    train_tokens=400_000, eval_tokens=20_000)
     ds = build_dataset(c, 64)
     table = ds.markov_table
     assert ds.entropy_rate == synthetic.markov_entropy_rate(table)
@@ -58,8 +56,7 @@ def test_empirical_log_loss_converges_to_entropy_rate():
 
 
 def test_markov_deterministic_from_seeds():
-    c = base_config().data
-    c.source, c.train_tokens, c.eval_tokens = "markov", 20_000, 5_000
+    c = data_config(source="markov", train_tokens=20_000, eval_tokens=5_000)
     a, b = build_dataset(c, 32, seed=0), build_dataset(c, 32, seed=0)
     np.testing.assert_array_equal(a.tokens("valid"), b.tokens("valid"))
     assert not np.array_equal(a.tokens("valid"), build_dataset(c, 32, seed=1).tokens("valid"))

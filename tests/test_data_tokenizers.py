@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from lm.config import ConfigError, base_config
-from lm.data import build_dataset
+from lm.config import ConfigError
+from lm.data import build_dataset, data_config
 from lm.data.tokenizers import (ByteTokenizer, CharTokenizer, SentencePieceTokenizer, SymbolTokenizer,
                                 load_tokenizer)
 
@@ -16,11 +16,7 @@ SAMPLE = "naïve café — 日本語 ☃ 🎉\n\tTabs  and   spaces\n\n  leading
 
 
 def data_cfg(tmp_path, **kw):
-    c = base_config().data
-    c.data_dir = str(tmp_path / "cache")
-    for k, v in kw.items():
-        c[k] = v
-    return c
+    return data_config(data_dir=str(tmp_path / "cache"), **kw)
 
 
 def corpus():

@@ -8,9 +8,9 @@
 bits per byte = sum(nll * weights) / ln 2 / sum(ds.tokenizer.token_bytes[targets] * weights).
 """
 
-from lm.data.dataset import SOURCES, Dataset, build_dataset
+from lm.data.dataset import SOURCES, Dataset, build_dataset, data_config
 from lm.data.tokenizers import (ByteTokenizer, CharTokenizer, SentencePieceTokenizer, SymbolTokenizer,
                                 load_tokenizer)
 
-__all__ = ["SOURCES", "Dataset", "build_dataset", "ByteTokenizer", "CharTokenizer",
+__all__ = ["SOURCES", "Dataset", "build_dataset", "data_config", "ByteTokenizer", "CharTokenizer",
            "SentencePieceTokenizer", "SymbolTokenizer", "load_tokenizer"]

@@ -27,7 +27,7 @@ class Dataset:
     """
 
     def __init__(self, source: str, tokenizer: Tokenizer, seq_len: int, *, packed=None, docs=None,
-                 copy_task=None, seed=0, entropy_rate=None, markov_table=None):
+                 copy_task=None, copy_eval_rows=1, seed=0, entropy_rate=None, markov_table=None):
         self.source = source
         self.tokenizer = tokenizer
         self.seq_len = seq_len
@@ -37,6 +37,7 @@ class Dataset:
         self._packed = packed or {}  # split -> batches.PackedSplit
         self._docs = docs  # split -> [str] for text sources
         self._copy = copy_task
+        self._copy_eval_rows = copy_eval_rows
         self.splits = ("train", "valid") if copy_task else tuple(self._packed)
 
     @property
@@ -59,8 +60,8 @@ class Dataset:
         """The whole split as int32 token ids (copy task: its eval rows, concatenated)."""
         self._check(split)
         if self._copy:
-            n = self._copy_eval_rows()
-            return self._copy.rows(np.arange(n), self.seed, 1 + self.splits.index(split))["inputs"].reshape(-1)
+            n = self._copy_eval_rows  # train: the start of the (unshuffled) train stream
+            return self._copy.rows(np.arange(n), self.seed, self.splits.index(split))["inputs"].reshape(-1)
         return self._packed[split].tokens
 
     def train_iterator(self, batch_size: int, *, seed: int, process_index: int = 0, process_count: int = 1):
@@ -72,16 +73,13 @@ class Dataset:
         return batches.TrainIterator(make, batch_size, seed=seed, process_index=process_index,
                                      process_count=process_count)
 
-    def _copy_eval_rows(self):
-        return max(1, self._eval_tokens // self.seq_len)
-
     def eval_batches(self, split: str, batch_size: int, *, max_batches: int = 0,
                      process_index: int = 0, process_count: int = 1):
         """The whole split in order (max_batches > 0 truncates), the last batch padded."""
         self._check(split)
         if self._copy:
-            stream = 1 + self.splits.index(split)
-            num, make = self._copy_eval_rows(), lambda rows: self._copy.rows(rows, self.seed, stream)
+            stream = self.splits.index(split)
+            num, make = self._copy_eval_rows, lambda rows: self._copy.rows(rows, self.seed, stream)
         else:
             packed = self._packed[split]
             num, make = packed.num_eval_rows(), packed.eval_rows
@@ -89,11 +87,14 @@ class Dataset:
                                     process_count=process_count, seq_len=self.seq_len)
 
 
-def _get(cfg, key, default=None):
-    try:
-        return cfg[key]
-    except (KeyError, AttributeError):
-        return default
+def data_config(**overrides):
+    """The `data` section of base_config() with overrides; a misspelt key is an error."""
+    from lm.config import base_config, set_dotted
+
+    config = base_config()
+    for key, value in overrides.items():
+        set_dotted(config, f"data.{key}", value)
+    return config.data
 
 
 def _tokenize_cached(tok: Tokenizer, docs: list, cache_dir: str | None) -> tuple:
@@ -125,7 +126,7 @@ def _build_tokenizer(cfg, docs: dict) -> Tokenizer:
     train = "".join(docs["train"])
     if kind == "char":
         return CharTokenizer.from_splits(train, ["".join(v) for k, v in docs.items() if k != "train"])
-    vocab = int(_get(cfg, "vocab_size", 0) or DEFAULT_SPM_VOCAB)
+    vocab = int(cfg.vocab_size or DEFAULT_SPM_VOCAB)
     if vocab < 260:  # 256 byte pieces + <unk> + newline + a couple of pieces
         raise ConfigError(f"data.vocab_size={vocab} is too small for sentencepiece with byte fallback (min 260)")
     return SentencePieceTokenizer.train(train, vocab)
@@ -160,9 +161,8 @@ def build_dataset(data_cfg, seq_len: int, *, workdir: str | None = None, seed: i
         return _markov(cfg, seq_len, seed, masking, workdir)
     if cfg.source == "copy":
         task = synthetic.CopyTask(cfg.copy_vocab, cfg.copy_prefix_len, seq_len, masking)
-        ds = Dataset("copy", _symbols(task.vocab_size, workdir), seq_len, copy_task=task, seed=seed)
-        ds._eval_tokens = int(cfg.eval_tokens)
-        return ds
+        return Dataset("copy", _symbols(task.vocab_size, workdir), seq_len, copy_task=task, seed=seed,
+                       copy_eval_rows=max(1, int(cfg.eval_tokens) // seq_len))
     if cfg.tokenizer not in TOKENIZERS:
         raise ConfigError(f"data.tokenizer={cfg.tokenizer!r} is not one of {TOKENIZERS}")
     docs = sources.load_text(cfg, strict=cfg.tokenizer != "byte")

@@ -64,8 +64,11 @@ def atomic_write(path: str, data: bytes) -> None:
         raise
 
 
-def download(url: str, dest: str, *, timeout: float = 10.0) -> str:
-    """Downloads `url` to `dest` (temp file + atomic rename). Raises OSError when offline."""
+def download(url: str, dest: str, *, timeout: float = 10.0, verify=None) -> str:
+    """Downloads `url` to `dest` (temp file + atomic rename). Raises OSError when offline.
+
+    `verify(temp_path)` may raise to reject the download before it enters the cache.
+    """
     if offline():
         raise OSError(f"offline ({'/'.join(_OFFLINE_VARS)} set): not downloading {url}")
     os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -74,6 +77,8 @@ def download(url: str, dest: str, *, timeout: float = 10.0) -> str:
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
             while chunk := r.read(1 << 20):
                 f.write(chunk)
+        if verify:
+            verify(tmp)
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -98,12 +103,15 @@ def decode(data: bytes, name: str, strict: bool) -> str:
 
 
 def read_bytes(path: str) -> bytes:
+    """The file's bytes; gzip and single-file zip archives are decompressed."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"data file not found: {path}")
-    if path.endswith(".gz"):
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic[:2] == b"\x1f\x8b":  # gzip, by content (downloads land in temp files with no suffix)
         with gzip.open(path, "rb") as f:
             data = f.read()
-    elif path.endswith(".zip"):
+    elif magic == b"PK\x03\x04":
         with zipfile.ZipFile(path) as z:
             names = [n for n in z.namelist() if not n.endswith("/")]
             if len(names) != 1:
@@ -261,7 +269,7 @@ def load_hf(cfg) -> dict:
 
 # ----------------------------------------------------------------------------- named corpora
 
-def _locate(cfg, corpus: str, names: tuple, url: str, cached_name: str) -> str:
+def _locate(cfg, corpus: str, names: tuple, url: str, cached_name: str, verify) -> str:
     """data.path (file or dir), else the data dir, else a download into the data dir."""
     if cfg.path:
         path = os.path.expanduser(cfg.path)
@@ -281,30 +289,42 @@ def _locate(cfg, corpus: str, names: tuple, url: str, cached_name: str) -> str:
     dest = os.path.join(root, cached_name)
     try:
         logging.info("downloading %s to %s", url, dest)
-        return download(url, dest)
+        return download(url, dest, verify=verify)
     except OSError as e:
         raise FileNotFoundError(
             f"{corpus}: not found in {root} and the download from {url} failed ({e}). Put the file "
             f"there (data.data_dir or $LM_DATA_DIR), or point data.path at a local copy.") from None
 
 
-def load_tinyshakespeare(cfg, strict: bool) -> dict:
-    path = _locate(cfg, "tinyshakespeare", ("input.txt", "tinyshakespeare.txt"), TINYSHAKESPEARE_URL, "input.txt")
+def _shakespeare_bytes(path: str) -> bytes:
     data = read_bytes(path)
     if sha256_of(data) != TINYSHAKESPEARE_SHA256:
         raise ValueError(f"{path}: sha256 {sha256_of(data)} is not tiny Shakespeare's {TINYSHAKESPEARE_SHA256}")
+    return data
+
+
+def _enwik8_bytes(path: str) -> bytes:
+    data = read_bytes(path)
+    if len(data) == ENWIK8_SIZE and sha256_of(data) != ENWIK8_SHA256:
+        raise ValueError(f"{path}: sha256 {sha256_of(data)} is not enwik8's {ENWIK8_SHA256}")
+    return data
+
+
+def load_tinyshakespeare(cfg, strict: bool) -> dict:
+    path = _locate(cfg, "tinyshakespeare", ("input.txt", "tinyshakespeare.txt"), TINYSHAKESPEARE_URL,
+                   "input.txt", _shakespeare_bytes)
+    data = _shakespeare_bytes(path)
     text = decode(data, path, strict)
     cut = int(len(text) * 0.9)
     return {"train": [text[:cut]], "valid": [text[cut:]]}
 
 
 def load_enwik8(cfg, strict: bool) -> dict:
-    path = _locate(cfg, "enwik8", ("enwik8", "enwik8.zip", "enwik8_first1M.gz", "enwik8.gz"), ENWIK8_URL, "enwik8.zip")
-    data = read_bytes(path)
+    path = _locate(cfg, "enwik8", ("enwik8", "enwik8.zip", "enwik8_first1M.gz", "enwik8.gz"), ENWIK8_URL,
+                   "enwik8.zip", _enwik8_bytes)
+    data = _enwik8_bytes(path)
     n = len(data)
     if n == ENWIK8_SIZE:
-        if sha256_of(data) != ENWIK8_SHA256:
-            raise ValueError(f"{path}: sha256 {sha256_of(data)} is not enwik8's {ENWIK8_SHA256}")
         a, b = 90_000_000, 95_000_000
     else:
         a, b = n * 90 // 100, n * 95 // 100
