@@ -1,0 +1,72 @@
+"""`lm train --config=experiments/FILE.py[:RUNG] --workdir=DIR [--config.train.steps=100 ...]`
+
+Trains the config's model, writing config.json, metrics.jsonl, TensorBoard events and Orbax
+checkpoints into the workdir; rerunning the same command resumes from the newest checkpoint.
+Ends with a summary line and a short sample. Multi-host: under SLURM / a TPU pod the
+processes find each other by themselves; elsewhere pass --coordinator_address,
+--num_processes and --process_id (or the JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+JAX_PROCESS_ID environment variables) to every process.
+"""
+
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment file, `path.py` or `path.py:RUNG` (get_config(RUNG)).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config, metrics and checkpoints.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for a multi-process run.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (0-based).")
+
+
+def _fail(message: str) -> None:
+    sys.exit(f"lm train: error: {message}")
+
+
+def _apply_rung(config) -> None:
+    """`file.py:RUNG` when the file's get_config left the rung to the caller: apply the
+    rung's ladder overrides, then the --config.* overrides again on top of them."""
+    from lm.config import set_dotted
+
+    rung = config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")[2]
+    ladder = dict(config.experiment.ladder or ())
+    if not rung or rung not in ladder or config.experiment.rung == rung:
+        return
+    for key, value in dict(ladder[rung]).items():
+        set_dotted(config, key, value)
+    for key, value in config_flags.get_override_values(flags.FLAGS["config"]).items():
+        set_dotted(config, key, value)
+    config.experiment.rung = rung
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}")
+    if _CONFIG.value is None:
+        _fail("--config=experiments/FILE.py[:RUNG] is required")
+    if not _WORKDIR.value:
+        _fail("--workdir is required")
+    from lm import sharding
+
+    try:
+        sharding.maybe_initialize_distributed(
+            _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        from lm import trainer
+
+        config = _CONFIG.value
+        _apply_rung(config)
+        summary = trainer.train(config, _WORKDIR.value, progress=_PROGRESS.value)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:  # ConfigError is a ValueError
+        text = str(e).strip().splitlines()
+        _fail(text[0] if text else type(e).__name__)
+    import jax
+
+    if jax.process_index() == 0:
+        print(trainer.summary_line(summary))
+        if summary["sample"]:
+            print("--- sample ---")
+            print(summary["sample"])

@@ -1,0 +1,257 @@
+"""Device mesh, the logical-axis rules, shardings of state and batches, multi-host start.
+
+The model names the axes of every parameter and main activation logically (batch, embed,
+heads, ...); `RULES` below is the one place that maps those names onto the mesh axes
+
+    data    plain data parallelism: the batch is split, parameters are replicated;
+    fsdp    fully sharded data parallelism: the batch is split AND parameters / optimizer
+            state are split along their `embed` axis (gathered by XLA when used);
+    tensor  tensor (model) parallelism: heads, MLP width and vocabulary are split (Megatron).
+
+Meshes use `AxisType.Auto` axes: shardings are given at the jit boundary (in/out shardings)
+and by `with_logical_constraint` inside the model, and XLA's partitioner does the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+
+import jax
+import numpy as np
+from flax import linen as nn
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from lm.config import ConfigError
+
+AXES = ("data", "fsdp", "tensor")
+
+# Logical axis -> mesh axes, in priority order: a mesh axis is used at most once per array,
+# so in an activation [batch, length, embed] `batch` takes fsdp first and `embed` stays
+# whole, while in a weight [embed, mlp] `embed` gets fsdp.
+RULES = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("kv", None),
+    ("layers", None),
+    ("expert", None),
+)
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- mesh
+
+def mesh_shape(mesh_cfg, num_devices: int) -> dict[str, int]:
+    """Axis sizes from the config: one size may be -1 and takes the remaining devices."""
+    sizes = {a: int(mesh_cfg[a]) for a in AXES}
+    free = [a for a, s in sizes.items() if s == -1]
+    bad = [a for a, s in sizes.items() if s == 0 or s < -1]
+    if bad:
+        raise ConfigError(f"mesh.{bad[0]}={sizes[bad[0]]}: axis sizes must be positive or -1")
+    if len(free) > 1:
+        raise ConfigError(f"mesh: only one axis may be -1, got {free} ({sizes})")
+    fixed = math.prod(s for s in sizes.values() if s != -1)
+    if free:
+        if num_devices % fixed:
+            raise ConfigError(
+                f"mesh {sizes}: the fixed axes ({fixed} devices) do not divide the "
+                f"{num_devices} available devices")
+        sizes[free[0]] = num_devices // fixed
+    elif fixed > num_devices:
+        raise ConfigError(f"mesh {sizes} needs {fixed} devices but only {num_devices} exist")
+    return sizes
+
+
+def make_mesh(mesh_cfg, devices=None) -> Mesh:
+    """A (data, fsdp, tensor) mesh with Auto axes over `devices` (default: all devices).
+
+    When every size is explicit and their product is smaller than the device count, the
+    first devices are used (single process only: in a multi-process run every process must
+    own part of the mesh).
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = mesh_shape(mesh_cfg, len(devices))
+    n = math.prod(sizes.values())
+    if n < len(devices):
+        if jax.process_count() > 1:
+            raise ConfigError(
+                f"mesh {sizes} uses {n} of {len(devices)} devices; a multi-process run must "
+                "use them all (set one axis to -1)")
+        devices = devices[:n]
+    shape = tuple(sizes[a] for a in AXES)
+    types = (AxisType.Auto,) * len(AXES)
+    try:  # make_mesh orders devices for the physical topology (TPU/GPU interconnect)
+        return jax.make_mesh(shape, AXES, axis_types=types, devices=devices)
+    except Exception:  # e.g. a device subset that is not a topology-shaped slice
+        return Mesh(np.asarray(devices).reshape(shape), AXES, axis_types=types)
+
+
+def describe(mesh: Mesh) -> dict[str, int]:
+    return {name: int(size) for name, size in mesh.shape.items()}
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh):
+    """Enter the mesh and the logical rules; jit traces inside this see both."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
+        yield
+
+
+# ----------------------------------------------------------------------------- checks
+
+def batch_axis_size(mesh: Mesh) -> int:
+    return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def check_divisible(model_cfg, batch_size: int, grad_accum: int, mesh: Mesh) -> None:
+    """Clear errors, before anything compiles, for sizes that cannot split over the mesh."""
+    nb, nt = batch_axis_size(mesh), mesh.shape["tensor"]
+    if grad_accum < 1:
+        raise ConfigError(f"train.grad_accum={grad_accum}: must be >= 1")
+    if batch_size % grad_accum:
+        raise ConfigError(
+            f"train.batch_size={batch_size} is not divisible by train.grad_accum={grad_accum}")
+    micro = batch_size // grad_accum
+    if micro % nb:
+        raise ConfigError(
+            f"train.batch_size={batch_size} (micro-batch {micro} with grad_accum={grad_accum}) "
+            f"is not divisible by the batch-parallel mesh size data*fsdp={nb} (mesh {describe(mesh)})")
+    if batch_size % jax.process_count():
+        raise ConfigError(
+            f"train.batch_size={batch_size} is not divisible by the {jax.process_count()} processes")
+    if model_cfg.num_heads % nt:
+        raise ConfigError(
+            f"model.num_heads={model_cfg.num_heads} is not divisible by mesh.tensor={nt}")
+
+
+# ----------------------------------------------------------------------------- shardings
+
+def _spec_fits(shape, spec: P, mesh: Mesh) -> P:
+    """Drop mesh axes from dimensions they do not divide (those dims stay replicated)."""
+    out = []
+    for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        size = math.prod(mesh.shape[a] for a in names)
+        out.append(axes if size == 1 or dim % size == 0 else None)
+    return P(*out)
+
+
+def logical_shardings(boxed_tree, mesh: Mesh):
+    """NamedShardings for a tree of (abstract) boxed values from `nn.with_logical_partitioning`.
+
+    Unboxed leaves are replicated; a dimension its mesh axes do not divide (an odd vocabulary,
+    one kv head) is replicated rather than refused.
+    """
+    specs = nn.get_partition_spec(boxed_tree)
+    mesh_specs = nn.logical_to_mesh(specs, RULES)
+    values = nn.unbox(boxed_tree)
+
+    def one(value, spec):
+        spec = spec if isinstance(spec, P) else P()
+        fitted = _spec_fits(value.shape, spec, mesh)
+        if fitted != spec:
+            log.info("replicating a dimension of a %s parameter: %s does not divide it",
+                     value.shape, spec)
+        return NamedSharding(mesh, fitted)
+
+    return jax.tree.map(one, values, mesh_specs,
+                        is_leaf=lambda x: isinstance(x, P) or x is None)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def like_params(tree, params_struct, param_shardings, mesh: Mesh):
+    """Shardings for a tree (e.g. optimizer state) that holds copies of the params tree.
+
+    Every subtree shaped like the params (Adam's mu and nu) is sharded like the params;
+    every other leaf (step counts, scalars) is replicated.
+    """
+    params_def = jax.tree.structure(params_struct)
+
+    def is_param_like(x):
+        try:
+            return jax.tree.structure(x) == params_def
+        except Exception:
+            return False
+
+    def one(x):
+        if is_param_like(x):
+            return param_shardings
+        return jax.tree.map(lambda _: replicated(mesh), x)
+
+    return jax.tree.map(one, tree, is_leaf=is_param_like)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """[B, T] arrays: rows split over data and fsdp, the length kept whole."""
+    return NamedSharding(mesh, P(("data", "fsdp")))
+
+
+def global_batch(local: dict, mesh: Mesh) -> dict:
+    """Assemble the global batch from this process's rows (its slice of the global batch)."""
+    sharding = batch_sharding(mesh)
+    n = jax.process_count()
+    return {k: jax.make_array_from_process_local_data(
+        sharding, v, (v.shape[0] * n,) + v.shape[1:]) for k, v in local.items()}
+
+
+def per_device_bytes(tree) -> int:
+    """Bytes of the tree that live on the first device (to check that FSDP really splits)."""
+    dev = jax.devices()[0]
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        for shard in leaf.addressable_shards:
+            if shard.device == dev:
+                total += shard.data.nbytes
+    return total
+
+
+# ----------------------------------------------------------------------------- multi-host
+
+_CLUSTER_ENV = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
+                "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def maybe_initialize_distributed(coordinator_address: str | None = None,
+                                 num_processes: int | None = None,
+                                 process_id: int | None = None) -> bool:
+    """Start `jax.distributed` when this is one process of several; returns whether it did.
+
+    Explicit arguments win; else the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+    JAX_PROCESS_ID environment; else a cluster launcher (SLURM with more than one task,
+    Open MPI, a multi-host TPU slice), which `jax.distributed.initialize()` detects itself.
+    Must run before anything touches a device.
+    """
+    if jax.distributed.is_initialized():
+        return True
+    env = os.environ
+    coordinator_address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS") or None
+    if num_processes is None and env.get("JAX_NUM_PROCESSES"):
+        num_processes = int(env["JAX_NUM_PROCESSES"])
+    if process_id is None and env.get("JAX_PROCESS_ID"):
+        process_id = int(env["JAX_PROCESS_ID"])
+    if coordinator_address:
+        if num_processes is None or process_id is None:
+            raise ValueError("a coordinator address needs num_processes and process_id too")
+        if num_processes <= 1:
+            return False
+        if "cpu" in (env.get("JAX_PLATFORMS") or "cpu"):
+            # Cross-process collectives on CPU go through gloo (the default on most builds).
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address, num_processes, process_id)
+        return True
+    launched = [k for k in _CLUSTER_ENV if k in env]
+    if launched and not (launched == ["SLURM_NTASKS"] and int(env["SLURM_NTASKS"]) <= 1):
+        jax.distributed.initialize()
+        return True
+    return False

@@ -1,0 +1,668 @@
+"""The trainer: train state, jitted train / eval steps over a device mesh, the loop.
+
+    train(config, workdir)        train (or resume) and return a summary dict
+    evaluate(run, params, ...)    loss, bits per byte, perplexity, accuracy on a split
+    load_workdir(workdir)         (config, model, params, dataset) of a trained workdir
+
+The train state is a plain dict {step, params, opt_state, rng}. Steps are `jax.jit` with
+in/out shardings from the logical-axis rules (lm.sharding) and a donated state: the modern
+form of pjit. Inside the loop Python only feeds batches (built one ahead on a thread and put
+on the devices early); losses come back to the host every log_every steps, not every step.
+
+The workdir holds config.json (the resolved config), metrics.jsonl (one JSON per logged
+step), summary.json, TensorBoard events under tb/, the tokenizer and checkpoints/ (Orbax).
+Rerunning the same command resumes from the newest checkpoint, cutting metrics.jsonl back to
+that step so every step appears exactly once.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import queue
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import linen as nn
+
+from lm import checkpoint as ckpt_lib
+from lm import objectives, optim, sharding
+from lm.config import ConfigError, ModelConfig, base_config, model_config
+
+LOG2 = math.log(2.0)
+
+
+# ----------------------------------------------------------------------------- setup
+
+@dataclasses.dataclass
+class Run:
+    """Everything a training or evaluation run is built from (no device state)."""
+
+    config: ml_collections.ConfigDict
+    model_cfg: ModelConfig
+    model: nn.Module
+    dataset: object
+    mesh: jax.sharding.Mesh
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    param_specs: object  # logical PartitionSpecs of the params
+    state_shardings: dict
+    abstract_state: dict  # ShapeDtypeStructs with shardings (restore target)
+
+    @property
+    def param_shardings(self):
+        return self.state_shardings["params"]
+
+    @property
+    def seq_len(self) -> int:
+        return self.model_cfg.max_len
+
+
+def _validate(config) -> ModelConfig:
+    mcfg = model_config(config)
+    objective = config.train.objective
+    if objective not in objectives.OBJECTIVES:
+        raise ConfigError(f"train.objective: {objective!r} is not one of {sorted(objectives.OBJECTIVES)}")
+    if objectives.OBJECTIVES[objective] != mcfg.kind:
+        raise ConfigError(f"train.objective={objective!r} needs model.kind="
+                          f"{objectives.OBJECTIVES[objective]!r}, got {mcfg.kind!r}")
+    t = config.train
+    for key in ("steps", "batch_size", "log_every"):
+        if t[key] <= 0:
+            raise ConfigError(f"train.{key}={t[key]}: must be positive")
+    for key in ("eval_every", "eval_batches", "checkpoint_every", "warmup_steps", "sample_tokens"):
+        if t[key] < 0:
+            raise ConfigError(f"train.{key}={t[key]}: must be >= 0")
+    if objective == "prefix_lm" and mcfg.max_len < 2:
+        raise ConfigError("model.max_len: prefix_lm needs at least 2 tokens to split")
+    optim.learning_rate_schedule(t)  # validates the schedule name
+    return mcfg
+
+
+def _check_workdir(workdir: str | None, config) -> None:
+    """Refuse a workdir that is a file or that holds a run of a different model or data."""
+    if not workdir:
+        return
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError(f"--workdir={workdir} is a file, not a directory")
+    saved = os.path.join(workdir, "config.json")
+    if not os.path.exists(saved):
+        return
+    with open(saved) as f:
+        old = json.load(f)
+    new = config.to_dict()
+    for section in ("model", "data"):
+        for key, value in new[section].items():
+            if key == "vocab_size":  # filled in from the tokenizer
+                continue
+            was = old.get(section, {}).get(key, value)
+            if _jsonable(was) != _jsonable(value):
+                raise ConfigError(
+                    f"--workdir={workdir} holds a run with {section}.{key}={was!r}, not {value!r}; "
+                    "use a new workdir (or the old config) to resume")
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=str))
+
+
+def _dummy_batch(rows: int, seq_len: int) -> dict:
+    z = jnp.zeros((rows, seq_len), jnp.int32)
+    return {"inputs": z, "targets": z, "weights": jnp.zeros((rows, seq_len), jnp.float32),
+            "segment_ids": jnp.ones((rows, seq_len), jnp.int32)}
+
+
+def _init_fn(model, mcfg: ModelConfig, objective: str, rows: int):
+    """rng -> boxed params (with logical axis names)."""
+    def init(rng):
+        b = objectives.split_batch(_dummy_batch(rows, mcfg.max_len), objective)
+        r = {"params": rng, "dropout": rng}
+        if objective == "prefix_lm":
+            variables = model.init(r, b["src"], b["inputs"])
+        else:
+            variables = model.init(r, b["inputs"])
+        return variables["params"]
+    return init
+
+
+def setup(config, workdir: str | None = None, *, mesh=None) -> Run:
+    """Validate the config, build mesh, dataset, model, optimizer and all shardings.
+
+    Every check that can fail on bad input runs before the workdir is touched. Returns a
+    Run whose config has model.vocab_size filled in from the tokenizer.
+    """
+    from lm import models
+    from lm.data import build_dataset
+
+    config = copy.deepcopy(config)
+    mcfg = _validate(config)
+    mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
+    t = config.train
+    sharding.check_divisible(mcfg, t.batch_size, t.grad_accum, mesh)
+    _check_workdir(workdir, config)
+
+    dataset = build_dataset(config.data, mcfg.max_len, workdir=workdir, seed=config.seed)
+    config.model.vocab_size = int(dataset.vocab_size)
+    mcfg = model_config(config)
+    model = models.build_model(mcfg)
+
+    rows = sharding.batch_axis_size(mesh)
+    with sharding.activate(mesh):
+        boxed = jax.eval_shape(_init_fn(model, mcfg, t.objective, rows), jax.random.PRNGKey(0))
+    param_specs = nn.get_partition_spec(boxed)
+    param_shardings = sharding.logical_shardings(boxed, mesh)
+    params_struct = nn.unbox(boxed)
+    tx = optim.make_optimizer(t, params_struct, param_specs)
+    opt_struct = jax.eval_shape(tx.init, params_struct)
+    rep = sharding.replicated(mesh)
+    state_shardings = {
+        "step": rep, "rng": rep, "params": param_shardings,
+        "opt_state": sharding.like_params(opt_struct, params_struct, param_shardings, mesh),
+    }
+    abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32),
+                "rng": jax.ShapeDtypeStruct((2,), jnp.uint32),
+                "params": params_struct, "opt_state": opt_struct}
+    abstract = ckpt_lib.abstract_like(abstract, state_shardings)
+    return Run(config, mcfg, model, dataset, mesh, tx, optim.learning_rate_schedule(t),
+               param_specs, state_shardings, abstract)
+
+
+def init_state(run: Run) -> dict:
+    """Fresh train state, created directly in its sharded layout."""
+    t = run.config.train
+    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(run.config.seed))
+    init = _init_fn(run.model, run.model_cfg, t.objective, sharding.batch_axis_size(run.mesh))
+    with sharding.activate(run.mesh):
+        params = jax.jit(lambda r: nn.unbox(init(r)),
+                         out_shardings=run.param_shardings)(init_rng)
+        opt_state = jax.jit(run.tx.init, in_shardings=(run.param_shardings,),
+                            out_shardings=run.state_shardings["opt_state"])(params)
+    rep = sharding.replicated(run.mesh)
+    return {"step": jax.device_put(jnp.zeros((), jnp.int32), rep),
+            "rng": jax.device_put(train_rng, rep), "params": params, "opt_state": opt_state}
+
+
+# ----------------------------------------------------------------------------- steps
+
+def _aux_loss(mutated):
+    from lm import models
+    return models.aux_loss(mutated)
+
+
+def make_train_step(run: Run):
+    """jit(state, batch) -> (state, metrics): one optimizer step over the global batch.
+
+    With grad_accum A the batch is cut into A micro-batches (row i goes to micro-batch
+    i % A, so each device keeps its own rows) and the gradients are summed in a scan. Losses
+    are normalised by the weight of the whole batch, so A only changes memory, not the math.
+    """
+    t, mcfg, model = run.config.train, run.model_cfg, run.model
+    objective, masking = t.objective, bool(run.config.data.document_masking)
+    accum, z_loss = int(t.grad_accum), float(t.z_loss)
+    deterministic = mcfg.dropout == 0.0
+    micro_sharding = jax.sharding.NamedSharding(
+        run.mesh, jax.sharding.PartitionSpec(None, ("data", "fsdp")))
+
+    def loss_fn(params, batch, rng, total_weight):
+        logits, targets, weights, mutated = objectives.forward(
+            model, params, batch, objective=objective, document_masking=masking,
+            deterministic=deterministic, rng=None if deterministic else rng)
+        sums = objectives.cross_entropy_sums(logits, targets, weights, z_loss)
+        aux = mcfg.moe_aux_weight * _aux_loss(mutated) / accum  # models.aux_loss is unweighted
+        loss = (sums["nll_sum"] + sums["z_sum"]) / total_weight + aux
+        return loss, (sums, aux)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step_fn(state, batch):
+        params = state["params"]
+        rng = jax.random.fold_in(state["rng"], state["step"])
+        total_weight = jnp.maximum(
+            jnp.sum(objectives.split_batch(batch, objective)["weights"]), 1.0)
+        if accum == 1:
+            (_, (sums, aux)), grads = grad_fn(params, batch, rng, total_weight)
+        else:
+            def split(x):
+                x = x.reshape((x.shape[0] // accum, accum) + x.shape[1:]).swapaxes(0, 1)
+                return jax.lax.with_sharding_constraint(x, micro_sharding)
+
+            def body(carry, xs):
+                micro, i = xs
+                (_, (s, a)), g = grad_fn(params, micro, jax.random.fold_in(rng, i), total_weight)
+                return jax.tree.map(jnp.add, carry, (g, s, a)), None
+
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            zero_sums = {k: jnp.zeros((), jnp.float32) for k in
+                         ("nll_sum", "z_sum", "weight_sum", "correct_sum")}
+            (grads, sums, aux), _ = jax.lax.scan(
+                body, (zeros, zero_sums, jnp.zeros((), jnp.float32)),
+                (jax.tree.map(split, batch), jnp.arange(accum)))
+        updates, opt_state = run.tx.update(grads, state["opt_state"], params)
+        new_state = {"step": state["step"] + 1, "rng": state["rng"],
+                     "params": optax.apply_updates(params, updates), "opt_state": opt_state}
+        metrics = {
+            "loss": sums["nll_sum"] / total_weight,
+            "z_loss": sums["z_sum"] / total_weight,
+            "aux_loss": aux,
+            "accuracy": sums["correct_sum"] / total_weight,
+            "grad_norm": optax.global_norm(grads),
+            "learning_rate": run.schedule(state["step"]),
+        }
+        return new_state, metrics
+
+    rep = sharding.replicated(run.mesh)
+    return jax.jit(step_fn, in_shardings=(run.state_shardings, sharding.batch_sharding(run.mesh)),
+                   out_shardings=(run.state_shardings, rep), donate_argnums=0)
+
+
+def make_eval_step(model, config, token_bytes, mesh, param_shardings):
+    """jit(params, batch) -> sums of nll, weight, correct predictions and target bytes."""
+    objective, masking = config.train.objective, bool(config.data.document_masking)
+    token_bytes = np.asarray(token_bytes, np.float32)
+
+    def eval_fn(params, batch):
+        logits, targets, weights, _ = objectives.forward(
+            model, params, batch, objective=objective, document_masking=masking)
+        sums = objectives.cross_entropy_sums(logits, targets, weights)
+        del sums["z_sum"]
+        sums["byte_sum"] = jnp.sum(jnp.asarray(token_bytes)[targets] * weights)
+        return sums
+
+    return jax.jit(eval_fn, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
+                   out_shardings=sharding.replicated(mesh))
+
+
+def eval_metrics(sums: dict) -> dict:
+    """Per-token and per-byte figures from summed eval statistics."""
+    w = max(float(sums["weight_sum"]), 1e-9)
+    loss = float(sums["nll_sum"]) / w
+    return {
+        "loss": loss,
+        "bits_per_byte": float(sums["nll_sum"]) / LOG2 / max(float(sums["byte_sum"]), 1e-9),
+        "perplexity": math.exp(min(loss, 700.0)),
+        "accuracy": float(sums["correct_sum"]) / w,
+        "tokens": int(round(float(sums["weight_sum"]))),
+        "bytes": int(round(float(sums["byte_sum"]))),
+    }
+
+
+def _eval_batch_size(config, mesh) -> int:
+    """The training micro-batch (it fits in memory), rounded to split over mesh and processes."""
+    unit = math.lcm(sharding.batch_axis_size(mesh), jax.process_count())
+    micro = config.train.batch_size // max(config.train.grad_accum, 1)
+    return max(unit, micro // unit * unit)
+
+
+def _run_eval(eval_step, params, dataset, config, mesh, split: str, max_batches: int) -> dict:
+    if split not in dataset.splits:
+        raise ValueError(f"split {split!r} is not one of the dataset's splits {list(dataset.splits)}")
+    batches = dataset.eval_batches(
+        split, _eval_batch_size(config, mesh), max_batches=max_batches,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    total = None
+    with sharding.activate(mesh):
+        for local in batches:
+            sums = eval_step(params, sharding.global_batch(local, mesh))
+            total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+    if total is None:
+        raise ValueError(f"split {split!r} gave no eval batches")
+    return eval_metrics(jax.device_get(total))
+
+
+def evaluate(params, *, model, dataset, config, split: str = "valid",
+             max_batches: int | None = None) -> dict:
+    """Loss (nats/token), bits_per_byte, perplexity, accuracy (and tokens, bytes counted)
+    of `params` on a split: exact sums over the split, divided once at the end.
+
+    Arguments as `load_workdir` returns them. Params stay where they are: the mesh is the
+    one they are sharded over. max_batches None means config.train.eval_batches, 0 the
+    whole split.
+    """
+    if max_batches is None:
+        max_batches = int(config.train.eval_batches)
+    leaf = jax.tree.leaves(params)[0]
+    mesh = getattr(getattr(leaf, "sharding", None), "mesh", None)
+    if not isinstance(mesh, jax.sharding.Mesh):  # plain arrays: one device
+        mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})
+        params = jax.device_put(params, sharding.replicated(mesh))
+    param_shardings = jax.tree.map(lambda x: x.sharding, params)
+    step = make_eval_step(model, config, dataset.tokenizer.token_bytes, mesh, param_shardings)
+    return _run_eval(step, params, dataset, config, mesh, split, max_batches)
+
+
+# ----------------------------------------------------------------------------- input feeding
+
+class _Prefetch:
+    """Builds the next batches on a thread and puts them on the devices ahead of use.
+
+    Yields (global batch, iterator state after that batch): checkpointing the state that
+    came with the last consumed batch resumes exactly there, however far ahead we read.
+    """
+
+    def __init__(self, iterator, mesh, depth: int = 2):
+        self._it, self._mesh = iterator, mesh
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, daemon=True)
+        self._thread.start()
+
+    def _work(self):
+        try:
+            while not self._stop.is_set():
+                local = next(self._it)
+                item = (sharding.global_batch(local, self._mesh), self._it.state())
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
+        except BaseException as e:  # handed to the consumer
+            self._queue.put(e)
+
+    def next(self):
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+# ----------------------------------------------------------------------------- workdir files
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class MetricsLog:
+    """metrics.jsonl: on resume from step s, lines after s (and a torn last line) are cut,
+    atomically, so after any crash + resume each step appears exactly once."""
+
+    def __init__(self, path: str, resume_step: int, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
+        kept = []
+        if os.path.exists(path):
+            with open(path) as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(rec, dict) and rec.get("step", 0) <= resume_step:
+                        kept.append(json.dumps(rec) + "\n")
+        _atomic_write(path, "".join(kept))
+        self.history = [json.loads(x) for x in kept]
+        self._f = open(path, "a")
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            self._f.write(json.dumps(record) + "\n")
+            self._f.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._f.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def config_from_json(values: dict) -> ml_collections.ConfigDict:
+    """A locked config: base defaults updated with a saved config.json's values."""
+    config = base_config()
+
+    def merge(node, d, prefix):
+        for key, value in d.items():
+            if key not in node:  # written by a newer version; nothing here reads it
+                continue
+            if isinstance(node[key], ml_collections.ConfigDict):
+                merge(node[key], value, f"{prefix}{key}.")
+            else:
+                if isinstance(node[key], tuple) and isinstance(value, list):
+                    value = _tuples(value)
+                node[key] = value
+
+    merge(config, values, "")
+    return config
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+# ----------------------------------------------------------------------------- sampling
+
+def sample_text(run: Run, params, *, prompt: str = "", max_new_tokens: int = 200,
+                temperature: float = 0.8, seed: int = 0) -> str:
+    """A short continuation of `prompt` (empty: start from a newline or the EOS token)."""
+    tok = run.dataset.tokenizer
+    ids = np.asarray(tok.encode(prompt) if prompt else [], np.int32)
+    if ids.size == 0:
+        start = tok.encode("\n")
+        ids = np.asarray(start[-1:] if len(start) else [tok.eos_id or 0], np.int32)
+    max_new = max(0, min(max_new_tokens, run.model_cfg.max_len - ids.size))
+    if max_new == 0:
+        return prompt
+    try:
+        from lm import sampling
+    except ImportError:
+        sampling = None
+    if sampling is not None and hasattr(sampling, "generate"):
+        out = sampling.generate(run.model, params, ids[None], max_new_tokens=max_new,
+                                temperature=temperature, seed=seed,
+                                eos_id=getattr(tok, "eos_id", None))
+        out = np.asarray(out).reshape(-1)
+        new = out[ids.size:] if out.size > max_new else out
+    elif run.model_cfg.kind == "decoder":
+        new = _sample_loop(run, params, ids, max_new, temperature, seed)
+    else:
+        return ""
+    return prompt + tok.decode(np.asarray(new, np.int32))
+
+
+def _sample_loop(run: Run, params, ids, max_new: int, temperature: float, seed: int):
+    """Fallback sampler without a cache: the full forward pass on a fixed-size window."""
+    T = run.model_cfg.max_len
+    buf = np.zeros((1, T), np.int32)
+    buf[0, :ids.size] = ids
+
+    @jax.jit
+    def next_token(params, buf, pos, rng):
+        logits = run.model.apply({"params": params}, buf)[0, pos - 1]
+        if temperature <= 0:
+            return jnp.argmax(logits)
+        return jax.random.categorical(rng, logits / temperature)
+
+    rng, out = jax.random.PRNGKey(seed), []
+    for pos in range(ids.size, ids.size + max_new):
+        rng, r = jax.random.split(rng)
+        tok = int(next_token(params, buf, pos, r))
+        buf[0, pos] = tok
+        out.append(tok)
+    return out
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def train(config, workdir: str, *, progress: bool = True) -> dict:
+    """Train (resuming from workdir's newest checkpoint if any) and return a summary dict:
+    step, final (valid eval metrics), history, num_params, flops_per_token, tokens_seen,
+    wall_time, mesh, devices, sample."""
+    from lm import models
+
+    t_start = time.time()
+    run = setup(config, workdir)
+    config, t = run.config, run.config.train
+    main = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    if main:
+        _atomic_write(os.path.join(workdir, "config.json"),
+                      json.dumps(config.to_dict(), indent=2, default=str) + "\n")
+
+    ckpts = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints)
+    train_it = run.dataset.train_iterator(
+        t.batch_size, seed=config.seed, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    latest = ckpts.latest_step()
+    if latest is not None:
+        state, data_state = ckpts.restore(run.abstract_state, latest)
+        train_it.restore(data_state)
+        start = latest
+    else:
+        state, start = init_state(run), 0
+
+    metrics_log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), start, enabled=main)
+    history = list(metrics_log.history) if main else []
+    writer = None
+    if main:
+        from tensorboardX import SummaryWriter
+        writer = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start or None)
+
+    train_step = make_train_step(run)
+    eval_step = make_eval_step(run.model, config, run.dataset.tokenizer.token_bytes, run.mesh,
+                               run.param_shardings)
+    tokens_per_step = t.batch_size * run.seq_len
+    bar = None
+    if progress and main and start < t.steps:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=t.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+
+    feed = _Prefetch(train_it, run.mesh) if start < t.steps else None
+    compile_time, last_time, last_step = None, None, start
+    data_state = train_it.state()
+    final = None
+    try:
+        with sharding.activate(run.mesh):
+            for step in range(start, t.steps):
+                batch, data_state = feed.next()
+                state, metrics = train_step(state, batch)
+                done = step + 1
+                if last_time is None:  # the first step compiles: time from its end
+                    jax.block_until_ready(metrics["loss"])
+                    compile_time = time.time() - t_start
+                    last_time, last_step = time.time(), done
+                evaluated = t.eval_every and done % t.eval_every == 0 or done == t.steps
+                if done % t.log_every == 0 or evaluated:
+                    record = {"step": done, **{k: float(v) for k, v in jax.device_get(metrics).items()}}
+                    now = time.time()
+                    record["tokens_per_sec"] = (
+                        (done - last_step) * tokens_per_step / (now - last_time)
+                        if done > last_step else None)
+                    if evaluated:
+                        final = _run_eval(eval_step, state["params"], run.dataset, config,
+                                          run.mesh, "valid", t.eval_batches)
+                        record.update({f"eval_{k}": v for k, v in final.items()})
+                    history.append(record)
+                    metrics_log.write(record)
+                    if writer is not None:
+                        for k, v in record.items():
+                            if k != "step" and isinstance(v, (int, float)):
+                                writer.add_scalar(k.replace("eval_", "eval/"), v, done)
+                        writer.flush()
+                    if bar is not None:
+                        post = {"loss": f"{record['loss']:.3f}"}
+                        if record["tokens_per_sec"]:
+                            post["tok/s"] = f"{record['tokens_per_sec']:.0f}"
+                        if evaluated:
+                            post["valid_bpb"] = f"{final['bits_per_byte']:.3f}"
+                        bar.set_postfix(post, refresh=False)
+                    last_time, last_step = time.time(), done
+                if bar is not None:
+                    bar.update(1)
+                if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == t.steps:
+                    ckpts.save(done, state, data_state)
+    finally:
+        if feed is not None:
+            feed.close()
+        if bar is not None:
+            bar.close()
+        ckpts.close()
+        metrics_log.close()
+        if writer is not None:
+            writer.close()
+
+    if final is None:  # resumed at the end: evaluate the restored state
+        final = _run_eval(eval_step, state["params"], run.dataset, config, run.mesh, "valid",
+                          t.eval_batches)
+    sample = ""
+    if t.sample_tokens and jax.process_count() == 1:
+        sample = sample_text(run, state["params"], prompt=t.sample_prompt,
+                             max_new_tokens=t.sample_tokens, seed=config.seed)
+    summary = {
+        "step": int(jax.device_get(state["step"])),
+        "final": final,
+        "history": history,
+        "num_params": int(sum(x.size for x in jax.tree.leaves(run.abstract_state["params"]))),
+        "flops_per_token": float(models.flops_per_token(run.model_cfg)),
+        "tokens_seen": int(t.steps * tokens_per_step),
+        "wall_time": time.time() - t_start,
+        "compile_time": compile_time,
+        "mesh": sharding.describe(run.mesh),
+        "devices": [str(d) for d in run.mesh.devices.flat],
+        "process_count": jax.process_count(),
+        "sample": sample,
+    }
+    if main:
+        _atomic_write(os.path.join(workdir, "summary.json"),
+                      json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+def summary_line(summary: dict) -> str:
+    f = summary["final"]
+    return (f"step {summary['step']}: valid loss {f['loss']:.4f} nats/token, "
+            f"{f['bits_per_byte']:.4f} bits/byte, perplexity {f['perplexity']:.2f}, "
+            f"accuracy {f['accuracy']:.3f}; {summary['num_params']:,} params, "
+            f"{summary['tokens_seen']:,} tokens, {summary['wall_time']:.1f}s on mesh {summary['mesh']}")
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_run(workdir: str, *, step: int | None = None, mesh_cfg: dict | None = None):
+    """(Run, train state) restored from a workdir, on a mesh (default: data-parallel over
+    all devices, whatever mesh the run was trained on)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir!r} an `lm train` workdir?")
+    with open(path) as f:
+        config = config_from_json(json.load(f))
+    if mesh_cfg is None:  # data parallel over as many devices as the batch allows
+        micro = config.train.batch_size // max(config.train.grad_accum, 1)
+        mesh_cfg = {"data": math.gcd(micro, jax.device_count()), "fsdp": 1, "tensor": 1}
+    mesh = sharding.make_mesh(mesh_cfg)
+    run = setup(config, workdir, mesh=mesh)
+    ckpts = ckpt_lib.Checkpoints(workdir, read_only=True)
+    try:
+        state, _ = ckpts.restore(run.abstract_state, step)
+    finally:
+        ckpts.close()
+    return run, state
+
+
+def load_workdir(workdir: str, step: int | None = None):
+    """(config, model, params, dataset) of a trained workdir (newest checkpoint by default)."""
+    run, state = load_run(workdir, step=step)
+    return run.config, run.model, state["params"], run.dataset
