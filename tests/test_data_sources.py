@@ -156,6 +156,29 @@ def test_hf_offline_is_a_fast_clear_error(tmp_path, monkeypatch):
     assert time.time() - t < 10
 
 
+def test_hf_online_splits_mapped(tmp_path, monkeypatch):
+    """The hub path with the network faked: validation -> valid, text_field picked."""
+    import datasets
+
+    fake = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"content": [f"train doc {i} ✓" for i in range(40)]}),
+        "validation": datasets.Dataset.from_dict({"content": [f"valid doc {i}" for i in range(10)]})})
+    calls = []
+    monkeypatch.setattr(sources, "_hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append(a) or fake)
+    for var in sources._OFFLINE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    cfg = data_cfg(tmp_path, source="hf", hf_name="someone/corpus", hf_config="v1", text_field="content",
+                   tokenizer="char")
+    ds = build_dataset(cfg, 16)
+    assert calls == [("someone/corpus", "v1")]
+    assert ds.text("valid") == "".join(f"valid doc {i}" for i in range(10))
+    assert ds.text("train").startswith("train doc 0 ✓")
+    cfg.text_field = "text"
+    with pytest.raises(ValueError, match="data.text_field='text'.*content"):
+        build_dataset(cfg, 16)
+
+
 def test_download_is_atomic(tmp_path, monkeypatch):
     src = tmp_path / "remote.txt"
     src.write_bytes(b"x" * 3_000_000)

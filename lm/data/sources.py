@@ -9,6 +9,16 @@ Splits (fixed, deterministic):
   sha1(relative path) % 20 == 0 (about 5% of files). Each file is a document.
 - files / hf without split files: the trailing documents holding the last 10% of the
   characters are valid; a document straddling the cut is cut at the 90% character mark.
+
+files: data.path is a file, a directory (every supported file under it) or a glob; or split files
+as 'train=GLOB,valid=GLOB[,test=GLOB]', or a directory whose files are named train*/valid*/test*.
+.jsonl/.json/.parquet/.csv go through `datasets` (one document per row, column data.text_field);
+plain text (.txt, .md, .py, .gz, or any file named directly) is one document per file, read here so
+that invalid UTF-8 is reported with its file and byte offset (and kept exact for the byte tokenizer).
+
+Named corpora are found at data.path, else in the data dir (data.data_dir, $LM_DATA_DIR,
+~/.cache/lm), else downloaded there (verified before the atomic rename; LM_OFFLINE=1 or
+HF_DATASETS_OFFLINE=1 skips the attempt).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import tempfile
 import urllib.request
 import zipfile
 
+log = logging.getLogger(__name__)
 VALID_FRACTION = 0.1
 STDLIB_MAX_BYTES = 4_000_000
 TEXT_EXTS = (".txt", ".text", ".md", ".py", ".gz")
@@ -288,7 +299,7 @@ def _locate(cfg, corpus: str, names: tuple, url: str, cached_name: str, verify) 
             return os.path.join(root, n)
     dest = os.path.join(root, cached_name)
     try:
-        logging.info("downloading %s to %s", url, dest)
+        log.info("downloading %s to %s", url, dest)
         return download(url, dest, verify=verify)
     except OSError as e:
         raise FileNotFoundError(
@@ -328,7 +339,7 @@ def load_enwik8(cfg, strict: bool) -> dict:
         a, b = 90_000_000, 95_000_000
     else:
         a, b = n * 90 // 100, n * 95 // 100
-        logging.warning("%s has %d bytes, not the full enwik8 (%d): split 90/5/5 proportionally "
+        log.warning("%s has %d bytes, not the full enwik8 (%d): split 90/5/5 proportionally "
                         "(%d/%d/%d bytes); results are not comparable with published enwik8 numbers",
                         path, n, ENWIK8_SIZE, a, b - a, n - b)
     # Byte-exact splits may cut a multi-byte character: such bytes are kept as surrogates.

@@ -37,9 +37,11 @@ def stationary_distribution(table: np.ndarray, tol: float = 1e-13, max_iter: int
     pi'[(rest, y)] = sum_a pi[(a, rest)] P[(a, rest), y].
     """
     S, V = table.shape
+    if S == 1:  # order 0: a single empty context
+        return np.ones(1)
     pi = np.full(S, 1.0 / S)
     for _ in range(max_iter):
-        new = (pi[:, None] * table).reshape(V, S // V if S > 1 else 1, V).sum(0).reshape(S) if S > 1 else pi
+        new = (pi[:, None] * table).reshape(V, S // V, V).sum(0).reshape(S)
         new /= new.sum()
         if np.abs(new - pi).sum() < tol:
             return new
