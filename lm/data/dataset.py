@@ -115,7 +115,10 @@ def _tokenize_cached(tok: Tokenizer, docs: list, cache_dir: str | None) -> tuple
     if path:
         buf = io.BytesIO()
         np.savez(buf, tokens=tokens, doc_ids=doc_ids)
-        sources.atomic_write(path, buf.getvalue())
+        try:
+            sources.atomic_write(path, buf.getvalue())
+        except OSError as e:  # a read-only cache only costs speed
+            logging.getLogger(__name__).warning("could not cache tokens at %s: %s", path, e)
     return tokens, doc_ids
 
 
