@@ -1,0 +1,1 @@
+"""Benchmark configurations (experiment-style files: get_config(arg) -> ConfigDict)."""
