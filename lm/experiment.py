@@ -319,11 +319,13 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
+    resolved = _read_json(os.path.join(workdir, "config.json")) or {}
     tokens = summary.get("tokens_seen")
     fpt = summary.get("flops_per_token")
     record.update(
         config=config.to_dict(), config_hash=config_hash(config),
         devices=summary.get("devices"), mesh=summary.get("mesh"),
+        vocab_size=resolved.get("model", {}).get("vocab_size"),
         num_params=summary.get("num_params"), flops_per_token=fpt, tokens_seen=tokens,
         train_flops=float(fpt) * float(tokens) if fpt and tokens else None,
         wall_time=summary.get("wall_time", time.time() - start), steps=summary.get("step"),
@@ -337,6 +339,14 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
     else:
         record["workdir"] = workdir
     return record, archive.write_record(record, archive_dir)
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def _main_thread() -> bool:
@@ -355,7 +365,7 @@ def estimate_compute(config, parent: dict) -> float | None:
         from lm.models import flops_per_token
     except ImportError:
         return None
-    vocab = parent.get("config", {}).get("model", {}).get("vocab_size") or config.model.vocab_size
+    vocab = parent.get("vocab_size") or config.model.vocab_size
     pc = ml_collections.ConfigDict(parent["config"])
 
     def flops(c):
