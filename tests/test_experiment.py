@@ -114,7 +114,8 @@ def test_run_writes_a_complete_record(tiny_file, tmp_path):
 
 
 def test_crash_is_a_broken_record_not_a_verdict(tiny_file, tmp_path):
-    rec, path = experiment.run(tiny_file(), "xs", archive_dir=str(tmp_path), train_fn=fake_train(crash=True))
+    rec, path = experiment.run(tiny_file(), "xs", archive_dir=str(tmp_path / "a"),
+                               train_fn=fake_train(crash=True))
     assert rec["verdict"] == "broken" and "out of memory" in rec["reason"] and os.path.exists(path)
     assert "RuntimeError" in rec["error"]
 
@@ -171,6 +172,6 @@ def test_sigterm_mid_training_writes_a_broken_record(tiny_file, tmp_path):
         raise AssertionError("SIGTERM did not interrupt training")
 
     with pytest.raises(experiment.Interrupted):
-        experiment.run(tiny_file(), "xs", archive_dir=str(tmp_path), train_fn=train)
-    records = archive.load_records(str(tmp_path))
+        experiment.run(tiny_file(), "xs", archive_dir=str(tmp_path / "a"), train_fn=train)
+    records = archive.load_records(str(tmp_path / "a"))
     assert [r["verdict"] for r in records] == ["broken"] and "Interrupted" in records[0]["reason"]
