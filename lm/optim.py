@@ -11,8 +11,9 @@ SCHEDULES = ("cosine", "linear", "constant")
 
 
 def learning_rate_schedule(train_cfg) -> optax.Schedule:
-    """Linear warmup from 0 to the peak over warmup_steps, then decay to min_lr_ratio * peak
-    at the last step: cosine, linear, or constant (no decay)."""
+    """Linear warmup to the peak over warmup_steps (step 0 already takes peak / warmup, so no
+    step is wasted at 0), then decay to min_lr_ratio * peak at the last step: cosine, linear,
+    or constant (no decay)."""
     peak, steps = float(train_cfg.learning_rate), int(train_cfg.steps)
     warmup = min(int(train_cfg.warmup_steps), steps)
     floor = peak * float(train_cfg.min_lr_ratio)
@@ -28,21 +29,20 @@ def learning_rate_schedule(train_cfg) -> optax.Schedule:
         decay = optax.constant_schedule(peak)
     if warmup == 0:
         return decay
-    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
-
-
-def _is_embedding(path) -> bool:
-    names = [str(getattr(k, "key", getattr(k, "name", k))).lower() for k in path]
-    return any("embed" in n or n in ("wte", "wpe") for n in names)
+    ramp = optax.linear_schedule(peak / warmup, peak, warmup - 1) if warmup > 1 else \
+        optax.constant_schedule(peak)
+    return optax.join_schedules([ramp, decay], [warmup])
 
 
 def decay_mask(params, logical_specs=None, *, decay_embeddings: bool = False):
-    """True where weight decay applies: matrices (2+ axes besides a scanned `layers` axis).
+    """True where weight decay applies: the weight matrices of the blocks.
 
-    Norm scales and biases are vectors and embeddings (any path named *embed*) are lookup
-    tables; none of them is decayed unless decay_embeddings is set, which decays everything.
-    `logical_specs` (the params' logical PartitionSpecs) lets a scanned stack's leading
-    `layers` axis not count as a matrix dimension.
+    With the params' logical PartitionSpecs a weight matrix is a param with an `embed` axis
+    and at least one other named axis (a scanned stack's `layers` axis does not count): that
+    excludes norm scales and biases, however many axes a fused bias has. Without specs:
+    2+ axes and no 'bias' in the name. Embeddings (any path named *embed*, which includes an
+    untied unembedding) are lookup tables and not decayed either, unless decay_embeddings
+    is set, which decays everything.
     """
     if decay_embeddings:
         return jax.tree.map(lambda _: True, params)
@@ -50,9 +50,13 @@ def decay_mask(params, logical_specs=None, *, decay_embeddings: bool = False):
         logical_specs = jax.tree.map(lambda _: None, params)
 
     def one(path, value, spec):
-        names = tuple(spec) if spec is not None else (None,) * value.ndim
-        ndim = sum(1 for n in names if n != "layers") if len(names) == value.ndim else value.ndim
-        return ndim >= 2 and not _is_embedding(path)
+        names = [str(getattr(k, "key", getattr(k, "name", k))).lower() for k in path]
+        if any("embed" in n or n in ("wte", "wpe") for n in names):
+            return False
+        if spec is None or len(tuple(spec)) != value.ndim:
+            return value.ndim >= 2 and not any("bias" in n for n in names)
+        axes = [a for a in tuple(spec) if a is not None and a != "layers"]
+        return "embed" in axes and len(axes) >= 2
 
     return jax.tree_util.tree_map_with_path(one, params, logical_specs)
 

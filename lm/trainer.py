@@ -23,6 +23,7 @@ import json
 import math
 import os
 import queue
+import signal
 import threading
 import time
 
@@ -180,11 +181,13 @@ def init_state(run: Run) -> dict:
     t = run.config.train
     init_rng, train_rng = jax.random.split(jax.random.PRNGKey(run.config.seed))
     init = _init_fn(run.model, run.model_cfg, t.objective, sharding.batch_axis_size(run.mesh))
-    with sharding.activate(run.mesh):
-        params = jax.jit(lambda r: nn.unbox(init(r)),
-                         out_shardings=run.param_shardings)(init_rng)
-        opt_state = jax.jit(run.tx.init, in_shardings=(run.param_shardings,),
-                            out_shardings=run.state_shardings["opt_state"])(params)
+    def fresh(rng):
+        params = nn.unbox(init(rng))
+        return params, run.tx.init(params)
+
+    with sharding.activate(run.mesh):  # one jit: params and optimizer state born sharded
+        params, opt_state = jax.jit(fresh, out_shardings=(
+            run.param_shardings, run.state_shardings["opt_state"]))(init_rng)
     rep = sharding.replicated(run.mesh)
     return {"step": jax.device_put(jnp.zeros((), jnp.int32), rep),
             "rng": jax.device_put(train_rng, rep), "params": params, "opt_state": opt_state}
@@ -253,7 +256,7 @@ def make_train_step(run: Run):
             "z_loss": sums["z_sum"] / total_weight,
             "aux_loss": aux,
             "accuracy": sums["correct_sum"] / total_weight,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "learning_rate": run.schedule(state["step"]),
         }
         return new_state, metrics
@@ -552,6 +555,7 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
 
     feed = _Prefetch(train_it, run.mesh) if start < t.steps else None
     compile_time, last_time, last_step = None, None, start
+    crash_at = int(os.environ.get("LM_CRASH_AT_STEP", "0") or 0)
     data_state = train_it.state()
     final = None
     try:
@@ -594,6 +598,8 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
                     bar.update(1)
                 if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == t.steps:
                     ckpts.save(done, state, data_state)
+                if done == crash_at:  # fault injection for the resume tests: a real kill -9
+                    os.kill(os.getpid(), signal.SIGKILL)
     finally:
         if feed is not None:
             feed.close()
