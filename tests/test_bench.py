@@ -1,0 +1,81 @@
+"""Smoke tests of the benchmark harness: it runs the trainer's step on a tiny config and writes
+well-formed JSON lines. No timing assertions (the numbers depend on the machine)."""
+
+import json
+import math
+
+import pytest
+
+from bench import harness, hardware
+from bench.configs import gpt, nanogpt
+
+
+def tiny(batch_size=8):
+    c = nanogpt.get_config("baby")
+    c.model.num_layers, c.model.num_heads, c.model.d_model, c.model.max_len = 1, 2, 32, 16
+    c.data.train_tokens, c.data.eval_tokens = 2000, 500
+    c.train.batch_size = batch_size
+    return c
+
+
+def test_throughput_two_steps_writes_a_json_line(tmp_path):
+    from bench import throughput
+    config = tiny()
+    res, bench = throughput.measure(config, steps=2, warmup=1)
+    rec = harness.record("throughput", res, config=bench.run.config, bench=bench)
+    path = harness.append_result(rec, str(tmp_path))
+    assert path.endswith("cpu.jsonl")
+    lines = open(path).read().splitlines()
+    assert len(lines) == 1
+    back = json.loads(lines[0])
+    r = back["results"]
+    assert r["steps_timed"] == 2
+    assert r["step_ms_p10"] <= r["step_ms_median"] <= r["step_ms_p90"]
+    assert r["tokens_per_s"] > 0 and r["compile_s"] > 0 and r["peak_flops"] > 0
+    assert 0 < r["mfu"] and math.isfinite(r["final_loss"])
+    assert back["config"]["tokens_per_step"] == 8 * 16
+    assert back["config"]["flops_per_token"] > 6 * back["config"]["num_params"] * 0.1
+    assert back["machine"]["platform"] == "cpu" and back["versions"]["jax"]
+    assert "6*N" in r["flops_convention"]
+    # A second run appends rather than overwrites.
+    harness.append_result(rec, str(tmp_path))
+    assert len(open(path).read().splitlines()) == 2
+
+
+def test_fsdp_state_splits_evenly_over_eight_devices():
+    import jax
+    from bench import memory
+    if jax.device_count() < 8:
+        pytest.skip("needs the 8 host devices that tests/conftest.py asks for")
+    res, _ = memory.fsdp_memory(tiny(), 8)
+    # params + Adam mu and nu (+ a few scalar step counters)
+    assert 0 <= res["state_bytes_total"] - 3 * res["param_bytes_total"] < 1024
+    # d_model=32 splits over 8; nothing else is replicated in this model but norm scales.
+    assert 1.0 <= res["ratio_to_ideal"] < 1.1
+
+
+def test_peak_table_and_labels():
+    assert hardware.table_peak("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
+    assert hardware.table_peak("NVIDIA H100 PCIe", "bfloat16") == 756e12
+    assert hardware.table_peak("NVIDIA H200", "bfloat16") == 989e12
+    assert hardware.table_peak("NVIDIA A100-SXM4-80GB", "bfloat16") == 312e12
+    assert hardware.table_peak("TPU v5 lite", "bfloat16") == 197e12
+    assert hardware.table_peak("TPU v5p", "bfloat16") == 459e12
+    assert hardware.table_peak("TPU v4", "bfloat16") == 275e12
+    assert hardware.table_peak("Some New Chip", "bfloat16") is None
+    assert hardware.device_label() == "cpu"
+
+
+def test_configs_have_the_advertised_sizes():
+    from lm.config import model_config
+    from lm import models
+    sizes = {}
+    for rung in ("124m", "350m", "1b"):
+        c = gpt.get_config(rung)
+        c.model.vocab_size = c.data.markov_vocab
+        sizes[rung] = models.count_params(model_config(c))
+    assert 110e6 < sizes["124m"] < 140e6
+    assert 320e6 < sizes["350m"] < 380e6
+    assert 0.9e9 < sizes["1b"] < 1.3e9
+    with pytest.raises(ValueError, match="unknown rung"):
+        nanogpt.get_config("huge")
