@@ -421,7 +421,7 @@ def _trend_band(points, trend, grid, samples: int = 50):
     s = np.array([p["surrogate_value"] for p in points])
     dof = max(c.size - (2 if t.floor_fixed else 3), 1)
     sigma = max(float(np.sqrt(np.sum((s - t(c)) ** 2) / dof)), max(eval_noise(p) for p in points),
-                1e-3 * float(np.mean(np.abs(s))))
+                0.01 * float(np.mean(np.abs(s))))
     rng = np.random.default_rng(0)
     curves = []
     for _ in range(samples):

@@ -15,7 +15,7 @@ We never fit the pass/fail or accuracy metric against compute directly: such met
 and a fit through them is the known way to get a confidently wrong answer (DESIGN.md).
 
 The interval is a parametric bootstrap: refit on fitted values plus Gaussian noise whose
-scale is the larger of the fit's residual and the evaluation noise, and report the 10th
+scale is the largest of the fit's residual, the evaluation noise and 1% of the loss, and report the 10th
 and 90th percentiles of the crossing compute over the refits that cross (and the fraction
 that cross at all). With two rungs the floor cannot be identified; it is then fixed at 0,
 which is the optimistic reading, and the fit says so.
@@ -142,7 +142,7 @@ def predict(compute, surrogate, metric, *, threshold: float, lower_is_better: bo
     fitted = trend(c)
     dof = max(c.size - (2 if trend.floor_fixed else 3), 1)
     resid = float(np.sqrt(np.sum((s - fitted) ** 2) / dof))
-    sigma = max(resid, float(noise), 1e-3 * float(np.mean(np.abs(s))))
+    sigma = max(resid, float(noise), 0.01 * float(np.mean(np.abs(s))))  # >= 1% of the loss
     rng = np.random.default_rng(seed)
     crossings, at_values = [], []
     for _ in range(samples):
