@@ -102,7 +102,7 @@ def load_records(archive_dir: str) -> list[dict]:
     records = []
     for name in sorted(os.listdir(archive_dir)):
         path = os.path.join(archive_dir, name)
-        if name.startswith(".") or not os.path.isfile(path):
+        if name.startswith(".") or name == "README.md" or not os.path.isfile(path):
             continue
         if not name.endswith(".json"):
             warnings.warn(f"skipping {path}: not a .json record", ArchiveWarning, stacklevel=2)
