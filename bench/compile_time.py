@@ -20,12 +20,16 @@ from ml_collections import config_flags
 
 from bench import harness, hardware
 
-_CONFIG = config_flags.DEFINE_config_file("config", "bench/configs/nanogpt.py:baby",
-                                          "Base config file[:arg]; num_layers is varied.")
-_DEPTHS = flags.DEFINE_list("depths", ["2", "4", "8", "16", "32"], "Layer counts to compile.")
-_RESULTS = flags.DEFINE_string("results_dir", "bench/results", "Where <device>.jsonl goes ('' = don't write).")
-_PLOT = flags.DEFINE_string("plot", "", "PNG path (default results_dir/compile_time_<device>.png; "
-                            "'' with no results_dir = no plot).")
+
+def define_flags():
+    """Command-line flags (defined only when run as a program, so modules import cleanly)."""
+    global _CONFIG, _DEPTHS, _RESULTS, _PLOT
+    _CONFIG = config_flags.DEFINE_config_file("config", "bench/configs/nanogpt.py:baby",
+                                              "Base config file[:arg]; num_layers is varied.")
+    _DEPTHS = flags.DEFINE_list("depths", ["2", "4", "8", "16", "32"], "Layer counts to compile.")
+    _RESULTS = flags.DEFINE_string("results_dir", "bench/results", "Where <device>.jsonl goes ('' = don't write).")
+    _PLOT = flags.DEFINE_string("plot", "", "PNG path (default results_dir/compile_time_<device>.png; "
+                                "'' with no results_dir = no plot).")
 
 
 def compile_times(config, depth: int, scan: bool) -> dict:
@@ -97,4 +101,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -38,10 +38,14 @@ from ml_collections import config_flags  # noqa: E402
 
 from bench import harness  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", "bench/configs/nanogpt.py:small",
-                                          "Config file[:arg].")
-_FSDP = flags.DEFINE_integer("fsdp", 8, "Size of the fsdp mesh axis (data=1, tensor=1).")
-_RESULTS = flags.DEFINE_string("results_dir", "bench/results", "Where <device>.jsonl goes ('' = don't write).")
+
+def define_flags():
+    """Command-line flags (defined only when run as a program, so modules import cleanly)."""
+    global _CONFIG, _FSDP, _RESULTS
+    _CONFIG = config_flags.DEFINE_config_file("config", "bench/configs/nanogpt.py:small",
+                                              "Config file[:arg].")
+    _FSDP = flags.DEFINE_integer("fsdp", 8, "Size of the fsdp mesh axis (data=1, tensor=1).")
+    _RESULTS = flags.DEFINE_string("results_dir", "bench/results", "Where <device>.jsonl goes ('' = don't write).")
 
 
 def fsdp_memory(config, fsdp: int) -> tuple[dict, "harness.Bench"]:
@@ -98,4 +102,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

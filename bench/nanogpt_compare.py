@@ -24,13 +24,17 @@ from ml_collections import config_flags
 
 from bench import harness
 
-_CONFIG = config_flags.DEFINE_config_file("config", "bench/configs/nanogpt.py:baby", "Config file[:arg].")
-_DIR = flags.DEFINE_string("nanogpt_dir", None, "A checkout of nanoGPT (holds model.py).")
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating rounds.")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per round and framework.")
-_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0 = os.cpu_count()).")
-_RESULTS = flags.DEFINE_string("results_dir", "bench/results", "Where <device>.jsonl goes ('' = don't write).")
-_NOTE = flags.DEFINE_string("note", "", "Free text stored with the result.")
+
+def define_flags():
+    """Command-line flags (defined only when run as a program, so modules import cleanly)."""
+    global _CONFIG, _DIR, _ROUNDS, _STEPS, _THREADS, _RESULTS, _NOTE
+    _CONFIG = config_flags.DEFINE_config_file("config", "bench/configs/nanogpt.py:baby", "Config file[:arg].")
+    _DIR = flags.DEFINE_string("nanogpt_dir", None, "A checkout of nanoGPT (holds model.py).")
+    _ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating rounds.")
+    _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per round and framework.")
+    _THREADS = flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0 = os.cpu_count()).")
+    _RESULTS = flags.DEFINE_string("results_dir", "bench/results", "Where <device>.jsonl goes ('' = don't write).")
+    _NOTE = flags.DEFINE_string("note", "", "Free text stored with the result.")
 
 
 def torch_step_fn(config, nanogpt_dir: str, threads: int):
@@ -114,4 +118,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

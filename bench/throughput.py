@@ -20,13 +20,17 @@ from ml_collections import config_flags
 
 from bench import harness, hardware
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:arg], e.g. "
-                                          "bench/configs/nanogpt.py:baby", lock_config=True)
-_STEPS = flags.DEFINE_integer("steps", 30, "Timed steps.")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
-_RESULTS = flags.DEFINE_string("results_dir", "bench/results", "Where <device>.jsonl goes ('' = don't write).")
-_NOTE = flags.DEFINE_string("note", "", "Free text stored with the result (what was varied).")
-_PROFILE = flags.DEFINE_string("profile_dir", "", "If set, a jax.profiler trace of 5 more steps goes here.")
+
+def define_flags():
+    """Command-line flags (defined only when run as a program, so modules import cleanly)."""
+    global _CONFIG, _STEPS, _WARMUP, _RESULTS, _NOTE, _PROFILE
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:arg], e.g. "
+                                              "bench/configs/nanogpt.py:baby", lock_config=True)
+    _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps.")
+    _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
+    _RESULTS = flags.DEFINE_string("results_dir", "bench/results", "Where <device>.jsonl goes ('' = don't write).")
+    _NOTE = flags.DEFINE_string("note", "", "Free text stored with the result (what was varied).")
+    _PROFILE = flags.DEFINE_string("profile_dir", "", "If set, a jax.profiler trace of 5 more steps goes here.")
 
 
 def measure(config, *, steps: int = 30, warmup: int = 3, profile_dir: str = "") -> tuple[dict, "harness.Bench"]:
@@ -91,4 +95,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
