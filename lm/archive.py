@@ -427,7 +427,7 @@ def _trend_band(points, trend, grid, samples: int = 50):
     for _ in range(samples):
         try:
             f = scaling.fit_trend(c, np.maximum(t(c) + rng.normal(0, sigma, c.size), 1e-9),
-                                  fix_floor=0.0 if t.floor_fixed else None)
+                                  fix_floor=0.0 if t.floor_fixed else None, start=t)
         except ValueError:
             continue
         curves.append(f(grid))

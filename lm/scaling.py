@@ -27,7 +27,6 @@ import dataclasses
 import math
 
 import numpy as np
-from scipy import optimize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +52,13 @@ class Trend:
         return float(c) if math.isfinite(c) and c > 0 else None
 
 
-def fit_trend(compute, loss, *, fix_floor: float | None = None) -> Trend:
-    """Least-squares fit of floor + a (C/C0)^-b; the floor is fixed at 0 below three points."""
+def fit_trend(compute, loss, *, fix_floor: float | None = None, start: Trend | None = None) -> Trend:
+    """Least-squares fit of floor + a (C/C0)^-b; the floor is fixed at 0 below three points.
+
+    Three starting floors are tried (0, half and 0.9 of the best loss), or just `start`'s
+    (bootstrap refits start from the main fit)."""
+    from scipy import optimize  # lazily: listing the archive should not pay for scipy
+
     c = np.asarray(compute, dtype=np.float64)
     y = np.asarray(loss, dtype=np.float64)
     if c.shape != y.shape or c.size < 2:
@@ -78,9 +82,13 @@ def fit_trend(compute, loss, *, fix_floor: float | None = None) -> Trend:
 
     best = None
     floors = [fix_floor] if fix_floor is not None else [0.0, 0.5 * y_min, 0.9 * y_min]
+    if start is not None and fix_floor is None:
+        floors = [min(start.floor, 0.999 * y_min)]
     for f0 in floors:
         span = max(float(np.mean(y)) - f0, 1e-6)
         p0 = [math.log(span), 0.3]
+        if start is not None and start.a > 0:
+            p0 = [math.log(start.a) + start.b * math.log(start.c0 / c0), min(max(start.b, 1e-3), 4.9)]
         lo, hi = [-50.0, 0.0], [50.0, 5.0]
         if fix_floor is None:
             p0, lo, hi = [min(f0, y_min * 0.999)] + p0, [0.0] + lo, [max(y_min, 1e-12)] + hi
@@ -149,7 +157,7 @@ def predict(compute, surrogate, metric, *, threshold: float, lower_is_better: bo
         y = fitted + rng.normal(0.0, sigma, size=c.size)
         y = np.maximum(y, 1e-9)
         try:
-            t = fit_trend(c, y, fix_floor=0.0 if trend.floor_fixed else None)
+            t = fit_trend(c, y, fix_floor=0.0 if trend.floor_fixed else None, start=trend)
         except ValueError:
             continue
         x = t.crossing(target) if target is not None else None
