@@ -321,22 +321,24 @@ def smooth(kernel: Kernel, q, k, v, *, mask=None, causal=False, impl="fused"):
 
 
 def reference_smoother(kernel: Kernel, q, k, v, mask=None):
-    """Literal per-query Nadaraya-Watson loop (Alg 3 per query and head); for tests only.
+    """Literal per-query Nadaraya-Watson average (Alg 3 per query and head); for tests only.
 
-    q [T, H, E], k/v [S, K, E], mask [T, S] bool or None.
+    q [T, H, E], k/v [S, K, E], mask [T, S] bool or None. Kernel values come from the kernel's
+    definition (`pairwise`); the weighted averages are a plain numpy loop.
     """
     t, h, _ = q.shape
     g = h // k.shape[1]
-    out = []
+    gram = np.asarray(kernel.pairwise(jnp.swapaxes(q, 0, 1),
+                                      jnp.repeat(jnp.swapaxes(k, 0, 1), g, axis=0)))  # [H, T, S]
+    v = np.asarray(v, np.float64)
+    out = np.zeros((t, h, v.shape[-1]))
     for i in range(t):
-        heads = []
         for j in range(h):
-            w = kernel.pairwise(q[i, j][None], k[:, j // g])[0]  # [S]
+            w = gram[j, i].astype(np.float64)
             if mask is not None:
-                w = jnp.where(mask[i], w, 0.0)
-            heads.append(jnp.sum(w[:, None] * v[:, j // g], axis=0) / jnp.sum(w))
-        out.append(jnp.stack(heads))
-    return jnp.stack(out)
+                w = np.where(mask[i], w, 0.0)
+            out[i, j] = (w[:, None] * v[:, j // g]).sum(0) / w.sum()
+    return out
 
 
 # ----------------------------------------------------------------------------- the module
