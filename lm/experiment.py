@@ -20,7 +20,6 @@ import ast
 import dataclasses
 import importlib.util
 import json
-import math
 import os
 import platform
 import shlex
@@ -262,11 +261,11 @@ def _final_metrics(config, summary, workdir) -> dict:
 
 
 def _num(x):
+    """A float (NaN/inf kept: a diverged run is a result), or None when missing."""
     try:
-        x = float(x)
+        return float(x)
     except (TypeError, ValueError):
         return None
-    return x if math.isfinite(x) else x  # NaN/inf kept: a diverged run is a result
 
 
 def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archive.DEFAULT_ARCHIVE,
