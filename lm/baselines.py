@@ -70,13 +70,18 @@ def _gram_ids(z: np.ndarray, max_len: int) -> list[np.ndarray]:
 
 
 def _discounts(counts: np.ndarray) -> np.ndarray:
-    """Modified Kneser-Ney discounts [0, D1, D2, D3+] from count-of-counts (Chen & Goodman)."""
+    """Modified Kneser-Ney discounts [0, D1, D2, D3+] from count-of-counts (Chen & Goodman).
+
+    Where the estimate cannot be made (a count-of-counts is 0) or is not positive (counts far
+    from the Good-Turing shape, e.g. continuation counts over a tiny alphabet), the classic
+    fixed discount 0.75 stands in: a zero discount would leave unseen tokens no mass.
+    """
     n = [np.sum(counts == r) for r in (1, 2, 3, 4)]
-    if min(n) == 0:  # too little data for the estimate: the classic fixed discount
+    if min(n) == 0:
         return np.array([0.0, 0.75, 0.75, 0.75])
     y = n[0] / (n[0] + 2 * n[1])
     d = [1 - 2 * y * n[1] / n[0], 2 - 3 * y * n[2] / n[1], 3 - 4 * y * n[3] / n[2]]
-    return np.array([0.0] + [min(max(v, 0.0), r) for r, v in zip((1, 2, 3), d)])
+    return np.array([0.0] + [v if v > 0 else 0.75 for v in d])
 
 
 class _Level:
@@ -236,6 +241,24 @@ def tokens_to_bytes(tokens: np.ndarray, vocab_size: int) -> bytes:
 # ----------------------------------------------------------------------------- experiment table
 
 
+def parse_orders(text: str) -> list:
+    """'0..8' -> [0..8]; '6' -> [0..6]; '1,3,5' -> [1, 3, 5]."""
+    try:
+        if ".." in text:
+            a, b = text.split("..")
+            orders = list(range(int(a), int(b) + 1))
+        elif "," in text:
+            orders = [int(t) for t in text.split(",") if t.strip()]
+        else:
+            orders = list(range(int(text) + 1))
+    except ValueError:
+        raise ValueError(f"orders={text!r}: expected 'a..b', 'K' or a comma list of integers") from None
+    if not orders or min(orders) < 0:
+        raise ValueError(f"orders={text!r}: need at least one order, all >= 0")
+    return orders
+
+
+
 def _split_text(dataset, split):
     """The raw text of a split as UTF-8 bytes, or None for sources without text."""
     text_fn = getattr(dataset, "text", None)
@@ -247,7 +270,7 @@ def _split_text(dataset, split):
         return None
     if text is None:
         return None
-    return text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    return text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
 
 
 def dataset_baselines(dataset, orders=range(0, 9), split: str = "valid", compressors: bool = True) -> dict:

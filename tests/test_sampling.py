@@ -1,0 +1,111 @@
+"""Generation with the KV cache equals generation by full recomputation; greedy, top-k, top-p, EOS,
+context limit. Tiny random models of both kinds; one prompt shape per model keeps compiles few."""
+
+import jax
+import numpy as np
+import pytest
+from flax.core import meta
+
+from lm import sampling
+from lm.config import ModelConfig
+from lm.models import build_model
+
+PROMPT = np.array([[1, 2, 3, 4], [7, 7, 0, 5]], np.int32)  # [B=2, P=4]
+N = 12  # = max_len - P: the decoder's whole context
+
+
+@pytest.fixture(scope="module", params=["decoder", "encoder_decoder"])
+def lm(request):
+    cfg = ModelConfig(kind=request.param, vocab_size=13, max_len=16, d_model=16, num_layers=1,
+                      num_heads=2, num_kv_heads=1)
+    model = build_model(cfg)
+    x = np.zeros((1, 8), np.int32)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), *((x,) if cfg.kind == "decoder" else (x, x)))
+    # Random weights drawn in numpy (no init compile), larger than the init's so that logits are
+    # peaked and depend on the context.
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: rng.normal(0, 0.3, s.shape).astype(np.float32),
+                          meta.unbox(shapes["params"]))
+    return model, params
+
+
+SETTINGS = [dict(temperature=1.0), dict(temperature=0.8, top_k=3), dict(temperature=1.0, top_p=0.7),
+            dict(temperature=0.0)]
+
+
+def test_cache_equals_recompute(lm):
+    model, params = lm
+    outs = []
+    for kw in SETTINGS:
+        for seed in (0, 1):
+            cached = sampling.generate_full(model, params, PROMPT, max_new_tokens=N, seed=seed, **kw)
+            recomputed = sampling.generate_by_recompute(model, params, PROMPT, max_new_tokens=N,
+                                                        seed=seed, **kw)
+            np.testing.assert_array_equal(cached.tokens, recomputed.tokens, err_msg=str(kw))
+            assert cached.tokens.shape == (2, N) and cached.stop_reason == "max_new_tokens"
+            outs.append(cached.tokens)
+    # Sampling is random (seeds differ), deterministic for a seed, and greedy ignores the seed.
+    assert not np.array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(
+        outs[0], sampling.generate(model, params, PROMPT, max_new_tokens=N, seed=0))
+    np.testing.assert_array_equal(outs[-2], outs[-1])
+
+
+def test_greedy_and_top_k_one(lm):
+    model, params = lm
+    greedy = sampling.generate(model, params, PROMPT, max_new_tokens=N, temperature=0.0)
+    top1 = sampling.generate(model, params, PROMPT, max_new_tokens=N, temperature=1.5, top_k=1, seed=7)
+    tiny_p = sampling.generate(model, params, PROMPT, max_new_tokens=N, top_p=1e-6, seed=3)
+    np.testing.assert_array_equal(greedy, top1)
+    np.testing.assert_array_equal(greedy, tiny_p)
+    # The greedy tokens are the argmax of a full forward pass over prompt + generated text.
+    seq = np.concatenate([PROMPT, greedy], axis=1)
+    if model.cfg.kind == "decoder":
+        logits = jax.jit(model.apply)({"params": params}, seq)[:, PROMPT.shape[1] - 1:-1]
+    else:
+        logits = jax.jit(model.apply)({"params": params}, PROMPT[:, :-1], seq[:, PROMPT.shape[1] - 1:])
+        logits = logits[:, :-1]
+    np.testing.assert_array_equal(np.argmax(logits, -1), greedy)
+
+
+def test_eos_stops_rows(lm):
+    model, params = lm
+    greedy = sampling.generate(model, params, PROMPT, max_new_tokens=N, temperature=0.0)
+    eos = int(greedy[0, 2])
+    g = sampling.generate_full(model, params, PROMPT, max_new_tokens=N, temperature=0.0, eos_id=eos)
+    ref = sampling.generate_by_recompute(model, params, PROMPT, max_new_tokens=N, temperature=0.0,
+                                         eos_id=eos)
+    np.testing.assert_array_equal(g.tokens, ref.tokens)
+    for row in range(2):
+        hits = np.flatnonzero(greedy[row] == eos)
+        length = hits[0] if hits.size else N
+        assert g.lengths[row] == length
+        np.testing.assert_array_equal(g.tokens[row, :length], greedy[row, :length])
+        assert (g.tokens[row, length:] == eos).all()
+    both = all((greedy[r] == eos).any() for r in range(2))
+    assert g.stop_reason == ("eos" if both else "max_new_tokens")
+    assert g.tokens.shape[1] == (max(g.lengths) + 1 if both else N)
+
+
+def test_context_limit(lm):
+    model, params = lm
+    room = model.cfg.max_len - (PROMPT.shape[1] if model.cfg.kind == "decoder" else 1)
+    with pytest.raises(ValueError, match="beyond the context"):
+        sampling.generate(model, params, PROMPT, max_new_tokens=room + 1, strict=True)
+    if model.cfg.kind == "decoder":  # lenient: stops at the limit and says so
+        g = sampling.generate_full(model, params, PROMPT, max_new_tokens=50, temperature=0.0)
+        assert g.stop_reason == "context" and g.tokens.shape == (2, room)
+        assert "context limit" in g.message
+
+
+def test_bad_arguments(lm):
+    model, params = lm
+    cases = [(dict(prompt_ids=np.zeros((1, 0), np.int32)), "empty"),
+             (dict(prompt_ids=np.array([1, 13])), r"lie in \[0, 13\)"),
+             (dict(prompt_ids=PROMPT, temperature=-1.0), "temperature"),
+             (dict(prompt_ids=PROMPT, top_p=0.0), "top_p"),
+             (dict(prompt_ids=PROMPT, top_k=-2), "top_k"),
+             (dict(prompt_ids=np.zeros((1, 40), np.int32)), "more than the model's context")]
+    for kw, match in cases:
+        with pytest.raises(ValueError, match=match):
+            sampling.generate(model, params, max_new_tokens=2, **kw)
