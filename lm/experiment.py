@@ -331,7 +331,10 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
         history=summary.get("history", []), final=final, sample=summary.get("sample"),
         metric_value=_num(final.get(e.metric)), surrogate_value=_num(final.get("loss")),
     )
-    verdict, reason, trend = archive.decide_verdict(record, archive.load_records(archive_dir))
+    try:
+        verdict, reason, trend = archive.decide_verdict(record, archive.load_records(archive_dir))
+    except Exception as err:  # never lose a finished run to a failing fit
+        verdict, reason, trend = "inconclusive", f"verdict could not be decided: {err!r}", None
     record.update(verdict=verdict, reason=reason, trend=trend)
     if own_workdir:
         shutil.rmtree(workdir, ignore_errors=True)

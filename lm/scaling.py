@@ -48,8 +48,8 @@ class Trend:
         """Compute where L(C) == target, or None if the trend never gets there."""
         if not (self.a > 0 and self.b > 1e-6) or target <= self.floor:
             return None
-        c = self.c0 * ((target - self.floor) / self.a) ** (-1.0 / self.b)
-        return float(c) if math.isfinite(c) and c > 0 else None
+        log_c = math.log(self.c0) - math.log((target - self.floor) / self.a) / self.b
+        return math.exp(log_c) if log_c < 700 else None  # beyond float range: never
 
 
 def fit_trend(compute, loss, *, fix_floor: float | None = None, start: Trend | None = None) -> Trend:

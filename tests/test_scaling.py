@@ -57,3 +57,8 @@ def test_two_points_fix_the_floor_at_zero():
     assert trend.b == pytest.approx(0.4, rel=1e-6)
     with pytest.raises(ValueError, match="two"):
         scaling.fit_trend(C[:1], law(C[:1]))
+
+
+def test_crossing_far_beyond_float_range_is_no_crossing():
+    flat = scaling.Trend(floor=0.0, a=1.0, b=1e-5, c0=1e10, n=3)
+    assert flat.crossing(0.5) is None and flat.crossing(2.0) is not None
