@@ -12,7 +12,20 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+
+def _state_handler():
+    """PyTree handler whose array handler splits a replicated array's save across replicas
+    only for big arrays: for small ones the per-replica slicing (one tiny compile per
+    shape and device) costs more than it saves."""
+    th = ocp.type_handlers
+    registry = th.create_type_handler_registry(
+        (jax.Array, th.ArrayHandler(min_slice_bytes_for_replica_parallel=8 << 20)),
+        (np.ndarray, th.NumpyHandler()), (int, th.ScalarHandler()), (float, th.ScalarHandler()),
+        (np.number, th.ScalarHandler()))
+    return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
 
 
 class Checkpoints:
@@ -24,7 +37,9 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep if keep and keep > 0 else None,
             enable_async_checkpointing=async_save, create=not read_only, read_only=read_only)
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options,
+            item_handlers={"state": _state_handler(), "data": ocp.JsonCheckpointHandler()})
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -34,7 +49,7 @@ class Checkpoints:
 
     def save(self, step: int, state, data_state: dict | None) -> None:
         """Start saving (returns before the files are written unless async is off)."""
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+        args = ocp.args.Composite(state=ocp.args.PyTreeSave(state),
                                   data=ocp.args.JsonSave(data_state or {}))
         self.manager.save(int(step), args=args, force=True)
 
@@ -51,7 +66,10 @@ class Checkpoints:
             raise FileNotFoundError(
                 f"no checkpoint for step {step} in {self.directory}; have {self.all_steps()}")
         out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+            state=ocp.args.PyTreeRestore(
+                item=abstract_state,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state)),
+            data=ocp.args.JsonRestore()))
         return out["state"], dict(out["data"] or {})
 
     def wait(self) -> None:

@@ -24,6 +24,7 @@ import math
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 
@@ -425,6 +426,23 @@ class MetricsLog:
             self._f.close()
 
 
+def _summary_writer(logdir: str, start: int):
+    """tensorboardX's SummaryWriter; `purge_step` drops events a killed run wrote past `start`.
+
+    tensorboardX imports torch when it is installed (seconds, only for torch tensors);
+    it is hidden during the import.
+    """
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # makes `import torch` raise ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide:
+            del sys.modules["torch"]
+    return SummaryWriter(logdir, purge_step=start or None)
+
+
 def read_metrics(workdir: str) -> list[dict]:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
@@ -539,10 +557,7 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
 
     metrics_log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), start, enabled=main)
     history = list(metrics_log.history) if main else []
-    writer = None
-    if main:
-        from tensorboardX import SummaryWriter
-        writer = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start or None)
+    writer = _summary_writer(os.path.join(workdir, "tb"), start) if main else None
 
     train_step = make_train_step(run)
     eval_step = make_eval_step(run.model, config, run.dataset.tokenizer.token_bytes, run.mesh,

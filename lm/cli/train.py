@@ -90,6 +90,8 @@ def main(argv):
         _fail("--config=experiments/FILE.py[:RUNG] is required")
     if not _WORKDIR.value:
         _fail("--workdir is required")
+    if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+        _fail(f"--workdir={_WORKDIR.value} is a file, not a directory")
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     from lm import sharding
 
