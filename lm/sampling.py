@@ -273,6 +273,8 @@ def checkpoint_step(workdir: str, step: int | None = None) -> int:
     (the newest, or `step`); FileNotFoundError saying what is missing."""
     import os
 
+    if not workdir:
+        raise ValueError("--workdir=DIR (an `lm train` workdir) is required")
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"--workdir={workdir}: no such directory")
     if not os.path.isfile(os.path.join(workdir, "config.json")):

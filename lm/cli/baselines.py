@@ -6,10 +6,11 @@ experiment's data, in bits per byte of the held-out split. Prints a table, write
 """
 
 import os
-import sys
 
 from absl import flags
 from ml_collections import config_flags
+
+from lm.cli._errors import one_line_errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].")
 _ORDERS = flags.DEFINE_string("orders", "0..8", "n-gram orders: 'a..b', 'K' (= 0..K) or 'a,b,c'.")
@@ -57,18 +58,10 @@ def _default_out(config_arg: str, config) -> str:
     return os.path.join("lm_baselines", f"{stem}-{config_hash(config)}.json")
 
 
+@one_line_errors("baselines")
 def main(argv):
-    try:
-        _baselines(argv)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one line, not a traceback
-        sys.exit(f"lm baselines: error: {e}")
-
-
-def _baselines(argv):
     from lm import baselines
 
-    if len(argv) > 1:
-        raise ValueError(f"unexpected arguments {argv[1:]}")
     config, config_arg = load_config_flag(_CONFIG, "config")
     orders = baselines.parse_orders(_ORDERS.value)
     result = baselines.run_baselines(config, orders, split=_SPLIT.value or None,

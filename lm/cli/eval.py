@@ -6,9 +6,10 @@ baselines on the same split with --baselines). Works for both model kinds.
 """
 
 import json
-import sys
 
-from absl import flags, logging
+from absl import flags
+
+from lm.cli._errors import one_line_errors
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (holds checkpoints/ and config).")
 _SPLIT = flags.DEFINE_string("split", "valid", "Split to evaluate: valid or test.")
@@ -18,20 +19,8 @@ _BASELINES = flags.DEFINE_bool("baselines", False, "Add n-gram and compressor ba
 _ORDERS = flags.DEFINE_string("orders", "0..8", "n-gram orders for --baselines.")
 
 
+@one_line_errors("eval")
 def main(argv):
-    try:
-        _evaluate(argv)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one line, not a traceback
-        sys.exit(f"lm eval: error: {e}")
-
-
-def _evaluate(argv):
-    if not flags.FLAGS["verbosity"].present:  # Orbax logs every restore at INFO / WARNING
-        logging.set_verbosity(logging.ERROR)
-    if len(argv) > 1:
-        raise ValueError(f"unexpected arguments {argv[1:]}")
-    if not _WORKDIR.value:
-        raise ValueError("--workdir is required")
     from lm import sampling, trainer
 
     step = sampling.checkpoint_step(_WORKDIR.value, _CHECKPOINT.value)  # a clear error if none
@@ -45,6 +34,7 @@ def _evaluate(argv):
     out.update({k: (v.item() if hasattr(v, "item") else v) for k, v in metrics.items()})
     if _BASELINES.value:
         from lm import baselines
+
         result = baselines.dataset_baselines(dataset, baselines.parse_orders(_ORDERS.value), _SPLIT.value)
         out["baselines"] = {
             "ngram": {r["order"]: r["bits_per_byte"] for r in result["ngram"]},

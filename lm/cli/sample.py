@@ -12,7 +12,9 @@ import os
 import sys
 
 import numpy as np
-from absl import flags, logging
+from absl import flags
+
+from lm.cli._errors import one_line_errors
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (holds checkpoints/ and config.json).")
 _PROMPT = flags.DEFINE_string("prompt", "", "Text to continue.")
@@ -22,13 +24,6 @@ _TOP_K = flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling: the smallest set with this mass.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 _CHECKPOINT = flags.DEFINE_integer("checkpoint", None, "Checkpoint step; default the latest.")
-
-
-def main(argv):
-    try:
-        _sample(argv)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one line, not a traceback
-        sys.exit(f"lm sample: error: {e}")
 
 
 def _prompt_ids(tokenizer, prompt: str) -> np.ndarray:
@@ -44,14 +39,9 @@ def _prompt_ids(tokenizer, prompt: str) -> np.ndarray:
     return np.asarray(start, np.int32)
 
 
-def _sample(argv):
-    if not flags.FLAGS["verbosity"].present:  # Orbax logs every restore at INFO / WARNING
-        logging.set_verbosity(logging.ERROR)
-    if len(argv) > 1:
-        raise ValueError(f"unexpected arguments {argv[1:]}")
+@one_line_errors("sample")
+def main(argv):
     workdir = _WORKDIR.value
-    if not workdir:
-        raise ValueError("--workdir is required")
     from lm import sampling, trainer
     from lm.config import model_config
     from lm.data.tokenizers import load_tokenizer
