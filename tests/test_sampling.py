@@ -101,3 +101,18 @@ def test_bad_arguments(lm):
     for kw, match in cases:
         with pytest.raises(ValueError, match=match):
             sampling.generate(model, params, max_new_tokens=2, **kw)
+
+
+def test_pick_filters_and_renormalises():
+    """Draws of `pick` stay inside the top-k / nucleus set and follow the renormalised softmax."""
+    probs = np.array([0.5, 0.3, 0.1, 0.06, 0.04])
+    logits = np.log(probs)[None].astype(np.float32)
+    keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+    draw = jax.jit(jax.vmap(lambda k, tk, tp: sampling.pick(logits, k, 1.0, tk, tp)[0], (0, None, None)))
+    for top_k, top_p, support in [(0, 1.0, 5), (3, 1.0, 3), (0, 0.75, 2), (0, 0.85, 3), (2, 0.95, 2)]:
+        counts = np.bincount(np.asarray(draw(keys, top_k, top_p)), minlength=5)
+        assert counts[support:].sum() == 0 and (counts[:support] > 0).all(), (top_k, top_p, counts)
+        want = probs[:support] / probs[:support].sum()
+        np.testing.assert_allclose(counts[:support] / len(keys), want, atol=0.03)
+    greedy = sampling.pick(logits, keys[0], 0.0, 0, 1.0)
+    assert int(greedy[0]) == 0
