@@ -491,12 +491,10 @@ def sample_text(run: Run, params, *, prompt: str = "", max_new_tokens: int = 200
         from lm import sampling
     except ImportError:
         sampling = None
-    if sampling is not None and hasattr(sampling, "generate"):
-        out = sampling.generate(run.model, params, ids[None], max_new_tokens=max_new,
+    if sampling is not None and hasattr(sampling, "generate"):  # KV cache; new tokens only
+        new = sampling.generate(run.model, params, ids, max_new_tokens=max_new,
                                 temperature=temperature, seed=seed,
                                 eos_id=getattr(tok, "eos_id", None))
-        out = np.asarray(out).reshape(-1)
-        new = out[ids.size:] if out.size > max_new else out
     elif run.model_cfg.kind == "decoder":
         new = _sample_loop(run, params, ids, max_new, temperature, seed)
     else:
