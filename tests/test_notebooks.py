@@ -9,6 +9,7 @@ sharding tests).
 
 import json
 import os
+import runpy
 import sys
 import time
 
@@ -28,24 +29,22 @@ EXPECT = {
     "not_yet.ipynb": [("image/png", 2), ("verdict", 1), ("predicted before the run", 1)],
 }
 
-sys.path.insert(0, COLAB)
-from strip_outputs import strip  # noqa: E402
+strip = runpy.run_path(os.path.join(COLAB, "strip_outputs.py"))["strip"]  # writes no .pyc
 
 
 def _read(name):
     return nbformat.read(os.path.join(COLAB, name), as_version=4)
 
 
-def _tree_state(path):
-    """(relative path, size, mtime) of every file below path: to prove nothing was written."""
-    out = []
+def _files(path, suffix=""):
+    """{relative path: (size, mtime)} of the files below path: to prove nothing was written."""
+    out = {}
     for d, _, files in os.walk(path):
         for f in files:
-            if f.endswith(".pyc") or "__pycache__" in d:
-                continue
-            st = os.stat(os.path.join(d, f))
-            out.append((os.path.relpath(os.path.join(d, f), path), st.st_size, st.st_mtime_ns))
-    return sorted(out)
+            if f.endswith(suffix) and "__pycache__" not in d:
+                st = os.stat(os.path.join(d, f))
+                out[os.path.relpath(os.path.join(d, f), path)] = (st.st_size, st.st_mtime_ns)
+    return out
 
 
 def test_every_notebook_is_listed():
@@ -119,7 +118,8 @@ def test_notebook_runs_top_to_bottom(name, kernel_env, tmp_path, monkeypatch):
     monkeypatch.delenv("XLA_FLAGS", raising=False)  # one CPU device, like a Colab CPU runtime
     monkeypatch.delenv("LM_REPO_ROOT", raising=False)  # the notebook finds the checkout itself
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
-    before = {d: _tree_state(os.path.join(ROOT, d)) for d in ("colab", "experiments")}
+    archive = os.path.join(ROOT, "experiments", "archive")
+    colab_before, records_before = _files(COLAB), _files(archive, ".json")
 
     nb = _read(name)
     client = NotebookClient(nb, kernel_name=KERNEL, timeout=600,
@@ -135,15 +135,12 @@ def test_notebook_runs_top_to_bottom(name, kernel_env, tmp_path, monkeypatch):
     for what, count in EXPECT[name]:
         seen = mimes.get(what, 0) if what.startswith("image/") else text.count(what)
         assert seen >= count, f"{name}: expected {what!r} at least {count}x in the outputs, saw {seen}"
-    after = {d: _tree_state(os.path.join(ROOT, d)) for d in ("colab", "experiments")}
-    for d in before:  # existing files untouched; no new files in colab/ or the archive
-        old, new = set(before[d]), set(after[d])
-        assert old <= new, f"{name} changed or removed {sorted(old - new)[:3]} in {d}/"
-        added = [f for f, _, _ in new - old if d == "colab"]
-        assert not added, f"{name} wrote {added[:3]} into {d}/"
-    # Teammates may add records meanwhile; none of them may come from this notebook's runs.
-    for f, _, _ in set(after["experiments"]) - set(before["experiments"]):
-        with open(os.path.join(ROOT, "experiments", f), errors="replace") as fh:
-            assert str(tmp_path) not in fh.read(), f"{name} wrote experiments/{f}"
+    assert _files(COLAB) == colab_before, f"{name} wrote into colab/"
+    records_after = _files(archive, ".json")
+    for f, stat in records_before.items():  # records are never edited
+        assert records_after.get(f) == stat, f"{name} changed experiments/archive/{f}"
+    for f in set(records_after) - set(records_before):  # teammates may add records meanwhile
+        with open(os.path.join(archive, f), errors="replace") as fh:
+            assert str(tmp_path) not in fh.read(), f"{name} wrote experiments/archive/{f}"
     if name == "not_yet.ipynb":
         assert f"a copy of the archive: {tmp_path}" in text, "not_yet.ipynb must work on a temp copy"
