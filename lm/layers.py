@@ -50,9 +50,14 @@ class PositionEmbed(nn.Module):
 
     @nn.compact
     def __call__(self, positions):
+        """positions: contiguous start..start+T-1 ([T]); a slice of the table, not a gather."""
         table = param(self, "embedding", (self.cfg.max_len, self.cfg.d_model), ("length", "embed"),
                       std=0.01)
-        return jnp.take(table, positions, axis=0).astype(compute_dtype(self.cfg))
+        if positions.shape[0] > self.cfg.max_len:
+            raise ValueError(f"sequence length {positions.shape[0]} exceeds model.max_len="
+                             f"{self.cfg.max_len} (learned positions)")
+        rows = jax.lax.dynamic_slice_in_dim(table, positions[0], positions.shape[0], axis=0)
+        return rows.astype(compute_dtype(self.cfg))
 
 
 class LayerNorm(nn.Module):
@@ -166,7 +171,9 @@ class MoE(nn.Module):
         router = param(self, "router", (d, nx), ("embed", "expert"))
         logits = jnp.einsum("btd,dx->btx", x.astype(jnp.float32), router)
         probs = jax.nn.softmax(logits, axis=-1)
-        self.sow("losses", "moe_aux", load_balancing_loss(probs, cfg.moe_top_k))
+        # Overwrite rather than append: a stale 'losses' collection passed back in is not summed.
+        self.sow("losses", "moe_aux", load_balancing_loss(probs, cfg.moe_top_k),
+                 init_fn=lambda: jnp.zeros((), jnp.float32), reduce_fn=lambda _, new: new)
         combine, dispatch = top_k_routing(probs, cfg.moe_top_k, expert_capacity(cfg, x.shape[1]))
         xin = jnp.einsum("btxc,btd->bxcd", dispatch.astype(dt), x)
         xin = nn.with_logical_constraint(xin, ("batch", "expert", None, "embed"))

@@ -31,7 +31,8 @@ def init(cfg, seed=0):
     the tests only need fixed parameters of the right structure.
     """
     model = models.build_model(cfg)
-    inputs = (tokens(0),) if cfg.kind == "decoder" else (tokens(0), tokens(1))
+    x = tokens(0, (2, cfg.max_len))
+    inputs = (x,) if cfg.kind == "decoder" else (x, x)
     shapes = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), *inputs))["params"]
     rng = np.random.default_rng(seed)
 
@@ -259,6 +260,8 @@ def test_bad_model_configs_are_clear_errors():
         models.build_model({"kind": "decoder"})
     with pytest.raises(ValueError, match="max_len"):
         models.init_cache(models.build_model(tiny()), 1, 64)
+    with pytest.raises(ValueError, match="max_len"):
+        jax.eval_shape(models.build_model(tiny()).init, jax.random.PRNGKey(0), tokens(0, (1, 17)))
 
 
 # ----------------------------------------------------------------------------- KV cache
