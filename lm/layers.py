@@ -35,7 +35,10 @@ class Embed(nn.Module):
                                ("vocab", "embed"))
 
     def __call__(self, tokens):
-        return jnp.take(self.embedding, tokens, axis=0).astype(compute_dtype(self.cfg))
+        # Gather from a table whole along vocab: a gather over a vocab-sharded table makes XLA
+        # rematerialise it in full on every device ("involuntary full rematerialization").
+        table = nn.with_logical_constraint(self.embedding, (None, "embed"))
+        return jnp.take(table, tokens, axis=0).astype(compute_dtype(self.cfg))
 
     def attend(self, x):
         """Logits float32 [B, T, V] = x E^T."""
