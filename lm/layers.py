@@ -35,9 +35,10 @@ class Embed(nn.Module):
                                ("vocab", "embed"))
 
     def __call__(self, tokens):
-        # Gather from a table whole along vocab: a gather over a vocab-sharded table makes XLA
-        # rematerialise it in full on every device ("involuntary full rematerialization").
-        table = nn.with_logical_constraint(self.embedding, (None, "embed"))
+        # Gather from the whole table (FSDP gathers every weight before use anyway): a gather
+        # from a vocab- or embed-sharded table cannot be resharded to batch-sharded rows
+        # efficiently, and XLA falls back to rematerialising it on every device.
+        table = nn.with_logical_constraint(self.embedding, (None, None))
         return jnp.take(table, tokens, axis=0).astype(compute_dtype(self.cfg))
 
     def attend(self, x):
