@@ -13,7 +13,7 @@ results_dir/<device kind>.jsonl and prints it.
 from __future__ import annotations
 
 import json
-import os
+import time
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -39,7 +39,9 @@ def measure(config, *, steps: int = 30, warmup: int = 3, profile_dir: str = "") 
     bench = harness.prepare(config)
     compiled, lower_s, compile_s = harness.compile_step(bench)
     state, warm_times = harness.time_steps(compiled, bench.state, bench.batches, max(warmup, 1))
+    cpu0 = time.process_time()
     state, times = harness.time_steps(compiled, state, bench.batches, steps)
+    cpu_per_step = (time.process_time() - cpu0) / max(steps, 1)
     state, pipelined = harness.run_pipelined(compiled, state, bench.batches, steps)
     if profile_dir:
         jax.profiler.start_trace(profile_dir)
@@ -58,6 +60,9 @@ def measure(config, *, steps: int = 30, warmup: int = 3, profile_dir: str = "") 
         "trace_lower_s": round(lower_s, 3),
         "compile_s": round(compile_s, 3),
         "first_step_ms": round(warm_times[0] * 1e3, 3),
+        # CPU seconds of all this process's threads per timed step: less sensitive than wall
+        # time to other processes competing for the cores (but counts spinning threads).
+        "process_cpu_ms_per_step": round(cpu_per_step * 1e3, 3),
         "pipelined_step_ms": round(pipelined * 1e3, 3),
         "pipelined_tokens_per_s": round(bench.tokens_per_step / pipelined, 1),
         "peak_flops": per_device_peak,
