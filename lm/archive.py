@@ -266,7 +266,7 @@ def format_show(r: dict) -> str:
              f"criterion    {crit.get('split')} {crit.get('metric')} {crit.get('comparator')} "
              f"{crit.get('threshold')}",
              f"verdict      {r.get('verdict')}: {r.get('reason')}",
-             f"final        " + ", ".join(f"{k}={_fmt(v)}" for k, v in (r.get("final") or {}).items()),
+             "final        " + ", ".join(f"{k}={_fmt(v)}" for k, v in (r.get("final") or {}).items()),
              f"scale        params {r.get('num_params')}, FLOPs {_fmt(r.get('train_flops'), '.3e')}, "
              f"tokens {r.get('tokens_seen')}, wall {_fmt(r.get('wall_time'), '.1f')} s",
              f"config       hash {r.get('config_hash')}, seed {r.get('seed')}, overrides {r.get('overrides')}",

@@ -27,6 +27,8 @@ import zlib
 
 import numpy as np
 
+from lm.files import atomic_write
+
 COMPRESSORS = {
     "zlib-9": lambda b: zlib.compress(b, 9),
     "bz2-9": lambda b: bz2.compress(b, 9),
@@ -341,14 +343,10 @@ def format_table(result: dict) -> str:
 
 
 def write_json(result: dict, path: str) -> str:
-    """Write `result` as JSON (atomically: temp file then rename); returns the path."""
+    """Write `result` as JSON (atomically); returns the absolute path."""
     path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o))
-        f.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(result, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    atomic_write(path, text + "\n")
     return path
 
 

@@ -24,7 +24,6 @@ import math
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 
@@ -37,7 +36,10 @@ from flax import linen as nn
 
 from lm import checkpoint as ckpt_lib
 from lm import objectives, optim, sharding
-from lm.config import ConfigError, ModelConfig, base_config, model_config
+from lm import workdir as workdir_files
+from lm.files import atomic_write
+from lm.workdir import read_metrics  # noqa: F401  (part of the trainer API)
+from lm.config import ConfigError, ModelConfig, model_config
 
 LOG2 = math.log(2.0)
 
@@ -383,97 +385,6 @@ class _Prefetch:
         self._thread.join(timeout=5)
 
 
-# ----------------------------------------------------------------------------- workdir files
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-class MetricsLog:
-    """metrics.jsonl: on resume from step s, lines after s (and a torn last line) are cut,
-    atomically, so after any crash + resume each step appears exactly once."""
-
-    def __init__(self, path: str, resume_step: int, enabled: bool = True):
-        self.path, self.enabled = path, enabled
-        if not enabled:
-            return
-        kept = []
-        if os.path.exists(path):
-            with open(path) as f:
-                for line in f:
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if isinstance(rec, dict) and rec.get("step", 0) <= resume_step:
-                        kept.append(json.dumps(rec) + "\n")
-        _atomic_write(path, "".join(kept))
-        self.history = [json.loads(x) for x in kept]
-        self._f = open(path, "a")
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            self._f.write(json.dumps(record) + "\n")
-            self._f.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self._f.close()
-
-
-def _summary_writer(logdir: str, start: int):
-    """tensorboardX's SummaryWriter; `purge_step` drops events a killed run wrote past `start`.
-
-    tensorboardX imports torch when it is installed (seconds, only for torch tensors);
-    it is hidden during the import.
-    """
-    hide = "torch" not in sys.modules
-    if hide:
-        sys.modules["torch"] = None  # makes `import torch` raise ImportError
-    try:
-        from tensorboardX import SummaryWriter
-    finally:
-        if hide:
-            del sys.modules["torch"]
-    return SummaryWriter(logdir, purge_step=start or None)
-
-
-def read_metrics(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def config_from_json(values: dict) -> ml_collections.ConfigDict:
-    """A locked config: base defaults updated with a saved config.json's values."""
-    config = base_config()
-
-    def merge(node, d, prefix):
-        for key, value in d.items():
-            if key not in node:  # written by a newer version; nothing here reads it
-                continue
-            if isinstance(node[key], ml_collections.ConfigDict):
-                merge(node[key], value, f"{prefix}{key}.")
-            else:
-                if isinstance(node[key], tuple) and isinstance(value, list):
-                    value = _tuples(value)
-                node[key] = value
-
-    merge(config, values, "")
-    return config
-
-
-def _tuples(x):
-    return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
-
-
 # ----------------------------------------------------------------------------- sampling
 
 def sample_text(run: Run, params, *, prompt: str = "", max_new_tokens: int = 200,
@@ -487,41 +398,11 @@ def sample_text(run: Run, params, *, prompt: str = "", max_new_tokens: int = 200
     max_new = max(0, min(max_new_tokens, run.model_cfg.max_len - ids.size))
     if max_new == 0:
         return prompt
-    try:
-        from lm import sampling
-    except ImportError:
-        sampling = None
-    if sampling is not None and hasattr(sampling, "generate"):  # KV cache; new tokens only
-        new = sampling.generate(run.model, params, ids, max_new_tokens=max_new,
-                                temperature=temperature, seed=seed,
-                                eos_id=getattr(tok, "eos_id", None))
-    elif run.model_cfg.kind == "decoder":
-        new = _sample_loop(run, params, ids, max_new, temperature, seed)
-    else:
-        return ""
+    from lm import sampling
+
+    new = sampling.generate(run.model, params, ids, max_new_tokens=max_new,
+                            temperature=temperature, seed=seed, eos_id=tok.eos_id)
     return prompt + tok.decode(np.asarray(new, np.int32))
-
-
-def _sample_loop(run: Run, params, ids, max_new: int, temperature: float, seed: int):
-    """Fallback sampler without a cache: the full forward pass on a fixed-size window."""
-    T = run.model_cfg.max_len
-    buf = np.zeros((1, T), np.int32)
-    buf[0, :ids.size] = ids
-
-    @jax.jit
-    def next_token(params, buf, pos, rng):
-        logits = run.model.apply({"params": params}, buf)[0, pos - 1]
-        if temperature <= 0:
-            return jnp.argmax(logits)
-        return jax.random.categorical(rng, logits / temperature)
-
-    rng, out = jax.random.PRNGKey(seed), []
-    for pos in range(ids.size, ids.size + max_new):
-        rng, r = jax.random.split(rng)
-        tok = int(next_token(params, buf, pos, r))
-        buf[0, pos] = tok
-        out.append(tok)
-    return out
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -538,7 +419,7 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     main = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     if main:
-        _atomic_write(os.path.join(workdir, "config.json"),
+        atomic_write(os.path.join(workdir, "config.json"),
                       json.dumps(config.to_dict(), indent=2, default=str) + "\n")
 
     ckpts = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints)
@@ -553,9 +434,9 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     else:
         state, start = init_state(run), 0
 
-    metrics_log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), start, enabled=main)
+    metrics_log = workdir_files.MetricsLog(os.path.join(workdir, "metrics.jsonl"), start, enabled=main)
     history = list(metrics_log.history) if main else []
-    writer = _summary_writer(os.path.join(workdir, "tb"), start) if main else None
+    writer = workdir_files.summary_writer(os.path.join(workdir, "tb"), start) if main else None
 
     train_step = make_train_step(run)
     eval_step = make_eval_step(run.model, config, run.dataset.tokenizer.token_bytes, run.mesh,
@@ -645,7 +526,7 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
         "sample": sample,
     }
     if main:
-        _atomic_write(os.path.join(workdir, "summary.json"),
+        atomic_write(os.path.join(workdir, "summary.json"),
                       json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
@@ -667,7 +548,7 @@ def load_run(workdir: str, *, step: int | None = None, mesh_cfg: dict | None = N
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {workdir!r} an `lm train` workdir?")
     with open(path) as f:
-        config = config_from_json(json.load(f))
+        config = workdir_files.config_from_json(json.load(f))
     if mesh_cfg is None:  # data parallel over as many devices as the batch allows
         micro = config.train.batch_size // max(config.train.grad_accum, 1)
         mesh_cfg = {"data": math.gcd(micro, jax.device_count()), "fsdp": 1, "tensor": 1}

@@ -43,6 +43,7 @@ def _prompt_ids(tokenizer, prompt: str) -> np.ndarray:
 def main(argv):
     workdir = _WORKDIR.value
     from lm import sampling, trainer
+    from lm import workdir as workdir_files
     from lm.config import model_config
     from lm.data.tokenizers import load_tokenizer
     from lm.models import build_model
@@ -50,7 +51,7 @@ def main(argv):
     # Cheap checks first (config, tokenizer, prompt, lengths, checkpoint), then the restore.
     step = sampling.checkpoint_step(workdir, _CHECKPOINT.value)
     with open(os.path.join(workdir, "config.json")) as f:
-        config = trainer.config_from_json(json.load(f))
+        config = workdir_files.config_from_json(json.load(f))
     tokenizer = load_tokenizer(os.path.join(workdir, "tokenizer"))
     config.model.vocab_size = tokenizer.vocab_size
     prompt = _prompt_ids(tokenizer, _PROMPT.value)

@@ -6,11 +6,11 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 
 import numpy as np
 
 from lm.config import ConfigError
+from lm.files import atomic_write
 from lm.data import batches, sources, synthetic
 from lm.data.tokenizers import (TOKENIZERS, ByteTokenizer, CharTokenizer, SentencePieceTokenizer,
                                 SymbolTokenizer, Tokenizer, fingerprint, load_tokenizer)
@@ -116,7 +116,7 @@ def _tokenize_cached(tok: Tokenizer, docs: list, cache_dir: str | None) -> tuple
         buf = io.BytesIO()
         np.savez(buf, tokens=tokens, doc_ids=doc_ids)
         try:
-            sources.atomic_write(path, buf.getvalue())
+            atomic_write(path, buf.getvalue())
         except OSError as e:  # a read-only cache only costs speed
             logging.getLogger(__name__).warning("could not cache tokens at %s: %s", path, e)
     return tokens, doc_ids

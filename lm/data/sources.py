@@ -26,7 +26,6 @@ from __future__ import annotations
 import glob
 import gzip
 import hashlib
-import io
 import logging
 import os
 import socket
@@ -59,20 +58,6 @@ def data_dir(cfg) -> str:
 
 def offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARS)
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Writes to a temp file beside `path`, then renames: readers never see half a file."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def download(url: str, dest: str, *, timeout: float = 10.0, verify=None) -> str:

@@ -1,0 +1,101 @@
+"""The files of a training workdir besides checkpoints: config.json, metrics.jsonl, tb/.
+
+    config.json    the resolved config (read back with `config_from_json`)
+    metrics.jsonl  one JSON object per logged step (`MetricsLog`, `read_metrics`)
+    tb/            TensorBoard event files (`summary_writer`)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import ml_collections
+
+from lm.config import base_config
+from lm.files import atomic_write
+
+
+class MetricsLog:
+    """metrics.jsonl: on resume from step s, lines after s (and a torn last line) are cut,
+    atomically, so after any crash + resume each step appears exactly once."""
+
+    def __init__(self, path: str, resume_step: int, enabled: bool = True):
+        self.path, self.enabled, self.history = path, enabled, []
+        if not enabled:
+            return
+        kept = [r for r in _read_jsonl(path) if r.get("step", 0) <= resume_step]
+        atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
+        self.history = kept
+        self._f = open(path, "a")
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            self._f.write(json.dumps(record) + "\n")
+            self._f.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._f.close()
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    """The JSON objects of a .jsonl file, skipping a torn or foreign line."""
+    if not os.path.exists(path):
+        return []
+    rows = []
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """The logged steps of a workdir, oldest first."""
+    return _read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+
+
+def summary_writer(logdir: str, start: int):
+    """tensorboardX's SummaryWriter; `purge_step` drops events a killed run wrote past `start`.
+
+    tensorboardX imports torch when it is installed (seconds, only for torch tensors);
+    it is hidden during the import.
+    """
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # makes `import torch` raise ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide:
+            del sys.modules["torch"]
+    return SummaryWriter(logdir, purge_step=start or None)
+
+
+def config_from_json(values: dict) -> ml_collections.ConfigDict:
+    """A locked config: base defaults updated with a saved config.json's values."""
+    config = base_config()
+
+    def merge(node, d):
+        for key, value in d.items():
+            if key not in node:  # written by a newer version; nothing here reads it
+                continue
+            if isinstance(node[key], ml_collections.ConfigDict):
+                merge(node[key], value)
+            else:
+                if isinstance(node[key], tuple) and isinstance(value, list):
+                    value = _tuples(value)
+                node[key] = value
+
+    merge(config, values)
+    return config
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
