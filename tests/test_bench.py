@@ -37,9 +37,12 @@ def test_throughput_two_steps_writes_a_json_line(tmp_path):
     assert back["config"]["flops_per_token"] > 6 * back["config"]["num_params"] * 0.1
     assert back["machine"]["platform"] == "cpu" and back["versions"]["jax"]
     assert "6*N" in r["flops_convention"]
-    # A second run appends rather than overwrites.
+    # A second run appends rather than overwrites, and the report tabulates the latest.
     harness.append_result(rec, str(tmp_path))
     assert len(open(path).read().splitlines()) == 2
+    from bench import report
+    table = report.report(str(tmp_path))
+    assert "### cpu" in table and "bench_nanogpt:baby" in table
 
 
 def test_fsdp_state_splits_evenly_over_eight_devices():
