@@ -14,22 +14,12 @@ what makes the ratio a little above 1.
 
 from __future__ import annotations
 
-import os
 import sys
 
 
-def _force_host_devices(argv) -> None:
-    n = 8
-    for a in argv:
-        if a.startswith("--fsdp="):
-            n = int(a.split("=", 1)[1])
-    flags_env = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags_env:
-        os.environ["XLA_FLAGS"] = f"{flags_env} --xla_force_host_platform_device_count={n}".strip()
-
-
 if __name__ == "__main__":
-    _force_host_devices(sys.argv)
+    from bench import force_host_devices
+    force_host_devices(sys.argv, "--fsdp=", default=8)
 
 import json  # noqa: E402
 

@@ -13,6 +13,12 @@ The JSON line (benchmark "nanogpt_compare") holds both medians and their ratio.
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # must run before JAX is imported
+    from bench import force_host_devices
+    force_host_devices(sys.argv)
+
 import json
 import os
 import sys
@@ -27,6 +33,8 @@ from bench import harness
 
 def define_flags():
     """Command-line flags (defined only when run as a program, so modules import cleanly)."""
+    flags.DEFINE_integer("host_devices", 0, "Split the CPU into this many host devices "
+                         "(read before JAX starts; the mesh's data axis then spans them).")
     global _CONFIG, _DIR, _ROUNDS, _STEPS, _THREADS, _RESULTS, _NOTE
     _CONFIG = config_flags.DEFINE_config_file("config", "bench/configs/nanogpt.py:baby", "Config file[:arg].")
     _DIR = flags.DEFINE_string("nanogpt_dir", None, "A checkout of nanoGPT (holds model.py).")

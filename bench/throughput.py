@@ -12,6 +12,12 @@ results_dir/<device kind>.jsonl and prints it.
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # must run before JAX is imported
+    from bench import force_host_devices
+    force_host_devices(sys.argv)
+
 import json
 import time
 
@@ -23,6 +29,8 @@ from bench import harness, hardware
 
 def define_flags():
     """Command-line flags (defined only when run as a program, so modules import cleanly)."""
+    flags.DEFINE_integer("host_devices", 0, "Split the CPU into this many host devices "
+                         "(read before JAX starts; the mesh's data axis then spans them).")
     global _CONFIG, _STEPS, _WARMUP, _RESULTS, _NOTE, _PROFILE
     _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:arg], e.g. "
                                               "bench/configs/nanogpt.py:baby", lock_config=True)
