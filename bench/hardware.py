@@ -20,35 +20,38 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# device_kind substring -> peak dense matmul FLOP/s per device, by compute dtype. The first
-# match wins, so longer names come before their prefixes. float32 on NVIDIA GPUs is the TF32
-# tensor-core rate (XLA's default matmul precision there); on TPUs float32 matmuls run as bf16
-# passes by default, so their bf16 number is listed.
-PEAKS = (
-    ("GB200", {"bfloat16": 2.5e15, "float32": 1.25e15}),
-    ("B200", {"bfloat16": 2.25e15, "float32": 1.1e15}),
-    ("GH200", {"bfloat16": 989e12, "float32": 494.5e12}),
-    ("H200", {"bfloat16": 989e12, "float32": 494.5e12}),
-    ("H100 PCIe", {"bfloat16": 756e12, "float32": 378e12}),
-    ("H100", {"bfloat16": 989e12, "float32": 494.5e12}),  # SXM
-    ("H800", {"bfloat16": 989e12, "float32": 494.5e12}),
-    ("A100", {"bfloat16": 312e12, "float32": 156e12}),
-    ("A800", {"bfloat16": 312e12, "float32": 156e12}),
-    ("L40S", {"bfloat16": 362e12, "float32": 183e12}),
-    ("L4", {"bfloat16": 121e12, "float32": 60e12}),
-    ("A10G", {"bfloat16": 70e12, "float32": 35e12}),
-    ("A10", {"bfloat16": 125e12, "float32": 62.5e12}),
-    ("V100", {"bfloat16": 125e12, "float32": 15.7e12}),  # fp16 tensor cores; no bf16
-    ("T4", {"bfloat16": 65e12, "float32": 8.1e12}),
-    ("TPU v6", {"bfloat16": 918e12, "float32": 918e12}),  # Trillium (v6e, "TPU v6 lite")
-    ("TPU v5p", {"bfloat16": 459e12, "float32": 459e12}),
-    ("TPU v5 lite", {"bfloat16": 197e12, "float32": 197e12}),  # v5e
-    ("TPU v5e", {"bfloat16": 197e12, "float32": 197e12}),
-    ("TPU v5", {"bfloat16": 459e12, "float32": 459e12}),
-    ("TPU v4", {"bfloat16": 275e12, "float32": 275e12}),
-    ("TPU v3", {"bfloat16": 123e12, "float32": 123e12}),
-    ("TPU v2", {"bfloat16": 45e12, "float32": 45e12}),
-)
+# Peak dense (no 2:4 sparsity) matmul TFLOP/s of one device: device_kind substring, bf16, f32.
+# The first match wins, so longer names come before their prefixes. f32 on NVIDIA GPUs is the
+# TF32 tensor-core rate (XLA's default matmul precision there); TPUs run f32 matmuls as bf16
+# passes by default, so their bf16 number is listed. V100 has no bf16: its fp16 rate is given.
+_PEAK_TABLE = """
+GB200        2500  1250
+B200         2250  1100
+GH200         989   494.5
+H200          989   494.5
+H100 PCIe     756   378
+H100          989   494.5
+H800          989   494.5
+A100          312   156
+A800          312   156
+L40S          362   183
+L4            121    60
+A10G           70    35
+A10           125    62.5
+V100          125    15.7
+T4             65     8.1
+TPU v6        918   918
+TPU v5p       459   459
+TPU v5 lite   197   197
+TPU v5e       197   197
+TPU v5        459   459
+TPU v4        275   275
+TPU v3        123   123
+TPU v2         45    45
+"""
+PEAKS = tuple(
+    (" ".join(row[:-2]), {"bfloat16": float(row[-2]) * 1e12, "float32": float(row[-1]) * 1e12})
+    for row in (line.split() for line in _PEAK_TABLE.strip().splitlines()))
 
 
 def table_peak(device_kind: str, dtype: str) -> float | None:

@@ -187,6 +187,14 @@ def append_result(rec: dict, results_dir: str, label: str | None = None) -> str:
     return path
 
 
+def publish(rec: dict, summary: str, results_dir: str) -> None:
+    """Print the record and a one-line summary; append the record unless results_dir is ''."""
+    print(json.dumps(rec["results"], indent=1, default=_json_default))
+    print(f"\n{summary}  (load {rec['machine']['load_avg_1m']})")
+    if results_dir:
+        print("appended to", append_result(rec, results_dir))
+
+
 def _json_default(x):
     if isinstance(x, (np.floating, np.integer)):
         return x.item()

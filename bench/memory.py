@@ -21,8 +21,6 @@ if __name__ == "__main__":
     from bench import force_host_devices
     force_host_devices(sys.argv, "--fsdp=", default=8)
 
-import json  # noqa: E402
-
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -83,13 +81,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     res, bench = fsdp_memory(_CONFIG.value, _FSDP.value)
     rec = harness.record("fsdp_memory", res, config=bench.run.config, bench=bench)
-    print(json.dumps(res, indent=1))
-    print(f"\nfsdp={res['fsdp']}: params+optimizer {res['state_bytes_total'] / 2**20:.1f} MiB total, "
-          f"{res['state_bytes_per_device_max'] / 2**20:.2f} MiB on the fullest device "
-          f"= {res['ratio_to_ideal']:.3f} x total/{res['fsdp']}")
-    if _RESULTS.value:
-        print("appended to", harness.append_result(rec, _RESULTS.value))
-
+    harness.publish(rec, f"fsdp={res['fsdp']}: params+optimizer {res['state_bytes_total'] / 2**20:.1f} "
+                    f"MiB total, {res['state_bytes_per_device_max'] / 2**20:.2f} MiB on the fullest "
+                    f"device = {res['ratio_to_ideal']:.3f} x total/{res['fsdp']}", _RESULTS.value)
 
 if __name__ == "__main__":
     define_flags()

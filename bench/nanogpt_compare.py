@@ -19,7 +19,6 @@ if __name__ == "__main__":  # must run before JAX is imported
     from bench import force_host_devices
     force_host_devices(sys.argv)
 
-import json
 import os
 import sys
 import time
@@ -116,14 +115,11 @@ def main(argv):
     extra = {"note": _NOTE.value} if _NOTE.value else {}
     rec = harness.record("nanogpt_compare", res, config=config, bench=bench, extra=extra)
     o, n = res["ours"], res["nanogpt"]
-    print(json.dumps(res, indent=1))
-    print(f"\n{config.experiment.rung}: ours {o['step_ms_median']:.1f} ms/step ({o['tokens_per_s']:.0f} tok/s), "
-          f"nanoGPT {n['step_ms_median']:.1f} ms/step ({n['tokens_per_s']:.0f} tok/s): "
-          f"ours/nanoGPT speed {res['speed_ratio_median']:.2f}x (best-step {res['speed_ratio_best']:.2f}x), "
-          f"load {rec['machine']['load_avg_1m']}")
-    if _RESULTS.value:
-        print("appended to", harness.append_result(rec, _RESULTS.value))
-
+    harness.publish(rec, f"{config.experiment.rung}: ours {o['step_ms_median']:.1f} ms/step "
+                    f"({o['tokens_per_s']:.0f} tok/s), nanoGPT {n['step_ms_median']:.1f} ms/step "
+                    f"({n['tokens_per_s']:.0f} tok/s): ours/nanoGPT speed "
+                    f"{res['speed_ratio_median']:.2f}x (best-step {res['speed_ratio_best']:.2f}x)",
+                    _RESULTS.value)
 
 if __name__ == "__main__":
     define_flags()

@@ -18,7 +18,6 @@ if __name__ == "__main__":  # must run before JAX is imported
     from bench import force_host_devices
     force_host_devices(sys.argv)
 
-import json
 import time
 
 from absl import app, flags
@@ -98,14 +97,10 @@ def main(argv):
     if _NOTE.value:
         extra["note"] = _NOTE.value
     rec = harness.record("throughput", res, config=bench.run.config, bench=bench, extra=extra)
-    print(json.dumps(rec, indent=1, default=harness._json_default))
-    print(f"\n{rec['config']['name']}:{rec['config']['rung']}  {res['step_ms_median']:.1f} ms/step "
-          f"(p10 {res['step_ms_p10']:.1f}, p90 {res['step_ms_p90']:.1f})  "
-          f"{res['tokens_per_s']:.0f} tok/s  MFU {100 * (res['mfu'] or 0):.1f}%  "
-          f"compile {res['compile_s']:.1f}s  load {rec['machine']['load_avg_1m']}")
-    if _RESULTS.value:
-        print("appended to", harness.append_result(rec, _RESULTS.value))
-
+    harness.publish(rec, f"{rec['config']['name']}:{rec['config']['rung']}  {res['step_ms_median']:.1f} "
+                    f"ms/step (p10 {res['step_ms_p10']:.1f}, p90 {res['step_ms_p90']:.1f})  "
+                    f"{res['tokens_per_s']:.0f} tok/s  MFU {100 * (res['mfu'] or 0):.1f}%  "
+                    f"compile {res['compile_s']:.1f}s", _RESULTS.value)
 
 if __name__ == "__main__":
     define_flags()

@@ -12,7 +12,7 @@ train.batch_size on smaller devices. The data is an order-0 Markov source over 5
 (the benchmark feeds synthetic batches; only the vocabulary size matters).
 """
 
-from lm.config import base_config
+from bench.configs import from_rung
 
 RUNGS = {
     "124m": dict(num_layers=12, num_heads=12, d_model=768, max_len=1024, batch_size=16, remat="none"),
@@ -22,18 +22,9 @@ RUNGS = {
 
 
 def get_config(arg: str = "124m"):
-    arg = arg or "124m"
-    if arg not in RUNGS:
-        raise ValueError(f"bench/configs/gpt.py: unknown rung {arg!r}; choose from {sorted(RUNGS)}")
-    r = RUNGS[arg]
-    c = base_config()
-    c.model.num_layers, c.model.num_heads, c.model.d_model = r["num_layers"], r["num_heads"], r["d_model"]
-    c.model.max_len, c.model.remat = r["max_len"], r["remat"]
-    c.model.dtype, c.model.scan_layers, c.model.dropout = "bfloat16", True, 0.0
-    c.data.source, c.data.markov_vocab, c.data.markov_order = "markov", 50304, 0
-    c.data.train_tokens, c.data.eval_tokens = 8192, 2048
-    c.train.batch_size = r["batch_size"]
-    c.train.learning_rate, c.train.b2, c.train.grad_clip = 6e-4, 0.95, 1.0
-    c.train.steps, c.train.warmup_steps = 10000, 200
-    c.experiment.name, c.experiment.rung = "bench_gpt", arg
+    c = from_rung("bench/configs/gpt.py", RUNGS, arg, "124m", dtype="bfloat16", scan_layers=True,
+                  dropout=0.0, data_source="markov", data_markov_vocab=50304, data_markov_order=0,
+                  data_train_tokens=8192, data_eval_tokens=2048, learning_rate=6e-4, b2=0.95,
+                  grad_clip=1.0, steps=10000, warmup_steps=200)
+    c.experiment.name = "bench_gpt"
     return c

@@ -10,7 +10,7 @@ of tiny Shakespeare's characters, without needing the file); the benchmark feeds
 token batches of the same shape, so only the model's size matters.
 """
 
-from lm.config import base_config
+from bench.configs import from_rung
 
 RUNGS = {
     "baby": dict(num_layers=4, num_heads=4, d_model=128, max_len=64, batch_size=12, dropout=0.0),
@@ -19,19 +19,9 @@ RUNGS = {
 
 
 def get_config(arg: str = "baby"):
-    arg = arg or "baby"
-    if arg not in RUNGS:
-        raise ValueError(f"bench/configs/nanogpt.py: unknown rung {arg!r}; choose from {sorted(RUNGS)}")
-    r = RUNGS[arg]
-    c = base_config()
-    c.model.num_layers, c.model.num_heads, c.model.d_model = r["num_layers"], r["num_heads"], r["d_model"]
-    c.model.max_len, c.model.dropout = r["max_len"], r["dropout"]
-    c.model.use_bias = False
-    c.model.dtype = "float32"
-    c.data.source, c.data.markov_vocab, c.data.markov_order = "markov", 65, 0
-    c.data.train_tokens, c.data.eval_tokens = 20_000, 2_000
-    c.train.batch_size = r["batch_size"]
-    c.train.learning_rate, c.train.b2, c.train.grad_clip = 1e-3, 0.99, 1.0
-    c.train.steps, c.train.warmup_steps = 5000, 100
-    c.experiment.name, c.experiment.rung = "bench_nanogpt", arg
+    c = from_rung("bench/configs/nanogpt.py", RUNGS, arg, "baby", use_bias=False, dtype="float32",
+                  data_source="markov", data_markov_vocab=65, data_markov_order=0,
+                  data_train_tokens=20_000, data_eval_tokens=2_000, learning_rate=1e-3, b2=0.99,
+                  grad_clip=1.0, steps=5000, warmup_steps=100)
+    c.experiment.name = "bench_nanogpt"
     return c
