@@ -70,15 +70,22 @@ def mesh_shape(mesh_cfg, num_devices: int) -> dict[str, int]:
     return sizes
 
 
-def make_mesh(mesh_cfg, devices=None) -> Mesh:
+def make_mesh(mesh_cfg, devices=None, *, batch_size: int | None = None) -> Mesh:
     """A (data, fsdp, tensor) mesh with Auto axes over `devices` (default: all devices).
 
     When every size is explicit and their product is smaller than the device count, the
     first devices are used (single process only: in a multi-process run every process must
-    own part of the mesh).
+    own part of the mesh). On CPU host devices (lm/__init__.py splits a CPU into one device
+    per core), a -1 batch axis shrinks to a size that divides `batch_size`, so a batch that
+    does not split over the cores still runs, on fewer of them.
     """
     devices = list(jax.devices() if devices is None else devices)
     sizes = mesh_shape(mesh_cfg, len(devices))
+    free = [a for a in ("data", "fsdp") if int(mesh_cfg[a]) == -1]
+    if batch_size and free and devices[0].platform == "cpu" and jax.process_count() == 1:
+        other = batch_axis_size_of(sizes) // sizes[free[0]]
+        while sizes[free[0]] > 1 and batch_size % (other * sizes[free[0]]):
+            sizes[free[0]] -= 1
     n = math.prod(sizes.values())
     if n < len(devices):
         if jax.process_count() > 1:
@@ -108,7 +115,12 @@ def activate(mesh: Mesh):
 # ----------------------------------------------------------------------------- checks
 
 def batch_axis_size(mesh: Mesh) -> int:
-    return mesh.shape["data"] * mesh.shape["fsdp"]
+    return batch_axis_size_of(mesh.shape)
+
+
+def batch_axis_size_of(sizes) -> int:
+    """How many ways the batch is split: the product of the data and fsdp axes."""
+    return sizes["data"] * sizes["fsdp"]
 
 
 def check_divisible(model_cfg, batch_size: int, grad_accum: int, mesh: Mesh) -> None:

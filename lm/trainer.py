@@ -148,8 +148,9 @@ def setup(config, workdir: str | None = None, *, mesh=None) -> Run:
 
     config = copy.deepcopy(config)
     mcfg = _validate(config)
-    mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
     t = config.train
+    if mesh is None:
+        mesh = sharding.make_mesh(config.mesh, batch_size=t.batch_size // max(t.grad_accum, 1))
     sharding.check_divisible(mcfg, t.batch_size, t.grad_accum, mesh)
     _check_workdir(workdir, config)
 

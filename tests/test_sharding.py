@@ -40,6 +40,19 @@ def test_mesh_shapes_and_errors():
         sharding.make_mesh({"data": -1, "fsdp": -1, "tensor": 1})
 
 
+def test_cpu_batch_axis_shrinks_to_divide_the_batch():
+    # CPU host devices are an artefact of lm/__init__.py: a -1 batch axis takes as many as the
+    # batch splits over; explicit sizes are never changed.
+    fill = {"data": -1, "fsdp": 1, "tensor": 1}
+    assert sharding.describe(sharding.make_mesh(fill, batch_size=6))["data"] == 6
+    assert sharding.describe(sharding.make_mesh(fill, batch_size=16))["data"] == 8
+    assert sharding.describe(sharding.make_mesh(fill, batch_size=7))["data"] == 7
+    mesh = sharding.make_mesh({"data": 2, "fsdp": -1, "tensor": 1}, batch_size=6)
+    assert sharding.describe(mesh) == {"data": 2, "fsdp": 3, "tensor": 1}
+    assert sharding.describe(sharding.make_mesh({"data": 8, "fsdp": 1, "tensor": 1},
+                                                batch_size=6))["data"] == 8
+
+
 def test_divisibility_errors_name_the_problem():
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     cfg = trainer.model_config(tiny_config(model__num_heads=2))
