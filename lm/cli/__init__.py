@@ -34,6 +34,12 @@ def main(argv=None) -> None:
         print(f"lm: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
     module = importlib.import_module(f"lm.cli.{command}")
-    from absl import app
+    from absl import app, flags, logging
 
-    app.run(module.main, argv=[f"lm {command}"] + argv[2:])
+    def quiet_main(args):
+        # Libraries log at INFO (Orbax: every save and restore); --verbosity brings it back.
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
+        return module.main(args)
+
+    app.run(quiet_main, argv=[f"lm {command}"] + argv[2:])

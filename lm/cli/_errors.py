@@ -4,7 +4,6 @@ command module can import it)."""
 import functools
 import sys
 
-from absl import flags, logging
 
 
 def one_line_errors(command: str):
@@ -12,14 +11,11 @@ def one_line_errors(command: str):
 
     Bad input (ValueError, incl. ConfigError, or a missing file) ends the program with one line
     `lm COMMAND: error: ...` on stderr and exit status 1, not a traceback; stray positional
-    arguments are bad input too. Library logging (Orbax logs every restore) is kept to errors
-    unless --verbosity is given.
+    arguments are bad input too.
     """
     def wrap(main):
         @functools.wraps(main)
         def run(argv):
-            if not flags.FLAGS["verbosity"].present:
-                logging.set_verbosity(logging.ERROR)
             try:
                 if len(argv) > 1:
                     raise ValueError(f"unexpected arguments {argv[1:]} (flags are --name=value)")

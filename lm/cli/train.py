@@ -12,7 +12,7 @@ import os
 import re
 import sys
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 
@@ -92,7 +92,6 @@ def main(argv):
         _fail("--workdir is required")
     if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
         _fail(f"--workdir={_WORKDIR.value} is a file, not a directory")
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     from lm import sharding
 
     try:
