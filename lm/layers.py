@@ -193,6 +193,37 @@ class MoE(nn.Module):
         return jnp.einsum("btxc,bxcd->btd", combine.astype(dt), y)
 
 
+def _mix32(h):
+    """MurmurHash3's 32-bit finaliser: every input bit flips each output bit with p ~ 1/2."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+class Dropout(nn.Module):
+    """Inverted dropout whose mask is a hash of (element index, one random seed per call).
+
+    Flax's nn.Dropout draws a threefry number per element, which on CPU costs about 4x more
+    than the hash (a 10% slower step on nanoGPT's small config, bench/README.md). Dropout needs
+    independent-looking bits, not cryptographic ones; the per-call seed still comes from the
+    'dropout' RNG stream, so masks change with the step and the layer.
+    """
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        if deterministic or self.rate == 0.0:
+            return x
+        seed = jax.random.bits(self.make_rng("dropout"), (), jnp.uint32)
+        index = jax.lax.iota(jnp.uint32, x.size).reshape(x.shape)
+        bits = _mix32(index * jnp.uint32(0x9E3779B1) + seed)
+        keep = bits >= jnp.uint32(min(int(self.rate * 2.0 ** 32), 2 ** 32 - 1))
+        return jnp.where(keep, x / (1.0 - self.rate), 0).astype(x.dtype)
+
+
 class Block(nn.Module):
     """One transformer layer: self-attention, optional cross-attention, MLP or MoE.
 
@@ -214,7 +245,7 @@ class Block(nn.Module):
         def sublayer(name, fn, x):
             norm = LayerNorm(cfg, name=f"{name}_norm")
             y = fn(norm(x) if cfg.pre_norm else x)
-            y = nn.Dropout(cfg.dropout)(y, deterministic=self.deterministic)
+            y = Dropout(cfg.dropout)(y, deterministic=self.deterministic)
             x = x + y
             x = x if cfg.pre_norm else norm(x)
             return nn.with_logical_constraint(x, RESIDUAL)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from lm.attention import param
 from lm.config import ConfigError, ModelConfig
-from lm.layers import RESIDUAL, Block, Embed, LayerNorm, PositionEmbed
+from lm.layers import RESIDUAL, Block, Dropout, Embed, LayerNorm, PositionEmbed
 
 REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots}
 
@@ -118,7 +118,7 @@ class _LM(nn.Module):
         if not cfg.tie_embeddings:
             self.unembed = param(self, "unembed", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"))
         self.positions = Positions()
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def _embed(self, tokens, positions, deterministic):
         x = self.embed(tokens)

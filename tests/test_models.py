@@ -249,6 +249,23 @@ def test_dropout_is_active_only_when_not_deterministic():
     np.testing.assert_allclose(run(params, x), run(params, x))
 
 
+def test_hash_dropout_drops_the_rate_and_keeps_the_mean():
+    from lm.layers import Dropout
+
+    x = jnp.ones((64, 128, 32))
+    drop = Dropout(0.3)
+    y = drop.apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+    dropped = float(jnp.mean(y == 0))
+    assert abs(dropped - 0.3) < 0.01, dropped
+    assert abs(float(jnp.mean(y)) - 1.0) < 0.02
+    # neighbouring elements are not correlated, and another key gives another mask
+    kept = np.asarray(y != 0, np.float32).ravel()
+    assert abs(np.corrcoef(kept[:-1], kept[1:])[0, 1]) < 0.02
+    z = drop.apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(1)})
+    assert 0.3 < float(jnp.mean((y == 0) != (z == 0))) < 0.5
+    np.testing.assert_array_equal(drop.apply({}, x, deterministic=True), x)
+
+
 def test_bad_model_configs_are_clear_errors():
     with pytest.raises(ConfigError, match="num_heads"):
         tiny(num_heads=5)
