@@ -84,3 +84,23 @@ def abstract_like(tree, shardings):
     """ShapeDtypeStructs of `tree` (arrays or structs) carrying the given shardings."""
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         tree, shardings)
+
+
+def checkpoint_step(workdir: str, step: int | None = None) -> int:
+    """The checkpoint step that `lm eval` / `lm sample` would load from an `lm train` workdir
+    (the newest, or `step`); FileNotFoundError saying what is missing."""
+    if not workdir:
+        raise ValueError("--workdir=DIR (an `lm train` workdir) is required")
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"--workdir={workdir}: no such directory")
+    if not os.path.isfile(os.path.join(workdir, "config.json")):
+        raise FileNotFoundError(f"--workdir={workdir}: no config.json, so not an `lm train` workdir")
+    directory = os.path.join(workdir, "checkpoints")
+    steps = sorted(int(d) for d in (os.listdir(directory) if os.path.isdir(directory) else [])
+                   if d.isdigit())
+    if not steps:
+        raise FileNotFoundError(f"--workdir={workdir}: no checkpoint in {directory} "
+                                "(train first, or wait for the first checkpoint)")
+    if step is not None and step not in steps:
+        raise FileNotFoundError(f"--workdir={workdir}: no checkpoint for step {step}; have {steps}")
+    return steps[-1] if step is None else step

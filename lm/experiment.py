@@ -86,6 +86,20 @@ def apply_rung(config, rung: str | None):
     return config
 
 
+def apply_flag_rung(config, config_arg: str, overrides: dict) -> None:
+    """`--config=file.py:RUNG` when the file's get_config left the rung to the caller: apply
+    the rung's ladder overrides, then the command line's --config.* `overrides` on top again."""
+    rung = config_arg.partition(":")[2]
+    ladder = dict(config.experiment.get("ladder", ()) or ())
+    if not rung or rung not in ladder or config.experiment.rung == rung:
+        return
+    for key, value in dict(ladder[rung]).items():
+        set_dotted(config, key, value)
+    for key, value in overrides.items():
+        set_dotted(config, key, value)
+    config.experiment.rung = rung
+
+
 def parse_value(config, key: str, text):
     """A --set value coerced to the type of the existing key (bool/int/float/str)."""
     *parents, leaf = key.split(".")

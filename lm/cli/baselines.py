@@ -25,8 +25,6 @@ def load_config_flag(holder, name: str = "config"):
     If the arg names a rung of config.experiment.ladder that the file did not apply itself,
     its overrides are applied here, and command-line --config.* overrides again on top.
     """
-    from lm.config import set_dotted
-
     flag = flags.FLAGS[name]
     if not flag.present:
         raise ValueError(f"--{name}=experiments/FILE.py[:rung] is required")
@@ -39,14 +37,9 @@ def load_config_flag(holder, name: str = "config"):
     except OSError as e:  # config_flags reports a broken file as an IOError
         raise ValueError(f"--{name}={arg}: cannot load it: " +
                          " ".join(line.strip() for line in str(e).splitlines()[-2:])) from None
-    rung = arg.partition(":")[2]
-    ladder = dict(config.experiment.get("ladder", ()) or ())
-    if rung and rung in ladder and config.experiment.rung != rung:
-        for key, value in dict(ladder[rung]).items():
-            set_dotted(config, key, value)
-        for key, value in config_flags.get_override_values(flag).items():
-            set_dotted(config, key, value)
-        config.experiment.rung = rung
+    from lm.experiment import apply_flag_rung
+
+    apply_flag_rung(config, arg, config_flags.get_override_values(flag))
     return config, arg
 
 

@@ -21,9 +21,9 @@ _ORDERS = flags.DEFINE_string("orders", "0..8", "n-gram orders for --baselines."
 
 @one_line_errors("eval")
 def main(argv):
-    from lm import sampling, trainer
+    from lm import checkpoint, trainer
 
-    step = sampling.checkpoint_step(_WORKDIR.value, _CHECKPOINT.value)  # a clear error if none
+    step = checkpoint.checkpoint_step(_WORKDIR.value, _CHECKPOINT.value)  # a clear error if none
     config, model, params, dataset = trainer.load_workdir(_WORKDIR.value, step=step)
     if _SPLIT.value not in dataset.splits:
         raise ValueError(f"--split={_SPLIT.value!r}: the dataset has splits {list(dataset.splits)}")

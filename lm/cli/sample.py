@@ -42,14 +42,14 @@ def _prompt_ids(tokenizer, prompt: str) -> np.ndarray:
 @one_line_errors("sample")
 def main(argv):
     workdir = _WORKDIR.value
-    from lm import sampling, trainer
+    from lm import checkpoint, sampling, trainer
     from lm import workdir as workdir_files
     from lm.config import model_config
     from lm.data.tokenizers import load_tokenizer
     from lm.models import build_model
 
     # Cheap checks first (config, tokenizer, prompt, lengths, checkpoint), then the restore.
-    step = sampling.checkpoint_step(workdir, _CHECKPOINT.value)
+    step = checkpoint.checkpoint_step(workdir, _CHECKPOINT.value)
     with open(os.path.join(workdir, "config.json")) as f:
         config = workdir_files.config_from_json(json.load(f))
     tokenizer = load_tokenizer(os.path.join(workdir, "tokenizer"))

@@ -67,22 +67,6 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a mul
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (0-based).")
 
 
-def _apply_rung(config) -> None:
-    """`file.py:RUNG` when the file's get_config left the rung to the caller: apply the
-    rung's ladder overrides, then the --config.* overrides again on top of them."""
-    from lm.config import set_dotted
-
-    rung = config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")[2]
-    ladder = dict(config.experiment.ladder or ())
-    if not rung or rung not in ladder or config.experiment.rung == rung:
-        return
-    for key, value in dict(ladder[rung]).items():
-        set_dotted(config, key, value)
-    for key, value in config_flags.get_override_values(flags.FLAGS["config"]).items():
-        set_dotted(config, key, value)
-    config.experiment.rung = rung
-
-
 def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}")
@@ -100,7 +84,11 @@ def main(argv):
         from lm import trainer
 
         config = _CONFIG.value
-        _apply_rung(config)
+        from lm.experiment import apply_flag_rung
+
+        flag = flags.FLAGS["config"]
+        apply_flag_rung(config, config_flags.get_config_filename(flag),
+                        config_flags.get_override_values(flag))
         summary = trainer.train(config, _WORKDIR.value, progress=_PROGRESS.value)
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:  # ConfigError is a ValueError
         if os.environ.get("LM_DEBUG"):
