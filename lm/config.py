@@ -134,6 +134,12 @@ def base_config() -> ml_collections.ConfigDict:
         hf_name="", hf_config="", text_field="text",  # Hugging Face hub datasets (online only)
         tokenizer="byte",  # byte | char | sentencepiece
         vocab_size=0,  # sentencepiece vocabulary size
+        tokenizer_sample_chars=2_000_000,  # sentencepiece trains on this many characters, drawn across the corpus
+        # The on-disk token store (lm/data/store.py) every text source is tokenized into once.
+        store_dir="",  # '' means DATA_DIR/store
+        store_dtype="auto",  # auto (uint16 when the vocabulary fits, else uint32) | uint16 | uint32
+        shard_tokens=50_000_000,  # tokens per shard file
+        store_verify=False,  # sha256 of every shard on each open (else: sizes, and sha256 of small or touched stores)
         document_masking=False,  # segment ids keep attention inside a document
         # Synthetic sources with an exact entropy rate / a known answer.
         markov_order=2, markov_vocab=8, markov_concentration=0.5, markov_seed=0,

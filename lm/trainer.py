@@ -105,7 +105,7 @@ def _check_workdir(workdir: str | None, config) -> None:
     new = config.to_dict()
     for section in ("model", "data"):
         for key, value in new[section].items():
-            if key == "vocab_size":  # filled in from the tokenizer
+            if section == "model" and key == "vocab_size":  # filled in from the tokenizer
                 continue
             was = old.get(section, {}).get(key, value)
             if _jsonable(was) != _jsonable(value):

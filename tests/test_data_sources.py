@@ -243,8 +243,10 @@ def test_token_cache_written_atomically_and_reused(tmp_path, monkeypatch):
                    vocab_size=400)
     work = str(tmp_path / "work")
     ds = build_dataset(cfg, 32, workdir=work)
-    cached = os.listdir(tmp_path / "cache" / "tokens")
-    assert len(cached) == 2 and all(f.endswith(".npz") for f in cached)
+    stores = [d for d in os.listdir(tmp_path / "cache" / "store") if not d.startswith(".")]
+    assert len(stores) == 1 and stores[0].startswith("files-")
+    tokens = [d for d in os.listdir(tmp_path / "cache" / "store" / stores[0]) if d.startswith("tokens-")]
+    assert len(tokens) == 1 and tokens[0].endswith("-uint16")
     assert no_temp_files(tmp_path) == []
     from lm.data import tokenizers
     monkeypatch.setattr(tokenizers.SentencePieceTokenizer, "encode_corpus",

@@ -100,12 +100,21 @@ def test_workdir_tokenizer_saved_and_reloaded(tmp_path):
     work = str(tmp_path / "work")
     ds1 = build_dataset(cfg, 32, workdir=work)
     assert os.path.exists(os.path.join(work, "tokenizer", "spm.model"))
-    cfg.vocab_size = 520  # ignored: the saved tokenizer wins
+    cfg.vocab_size = 520  # no checkpoint uses the saved tokenizer (a failed first run): replaced
     ds2 = build_dataset(cfg, 32, workdir=work)
-    assert ds2.vocab_size == ds1.vocab_size == 500
-    np.testing.assert_array_equal(ds1.tokens("valid"), ds2.tokens("valid"))
-    cfg.tokenizer = "char"
-    with pytest.raises(ConfigError, match="sentencepiece tokenizer"):
+    assert (ds1.vocab_size, ds2.vocab_size) == (500, 520)
+    assert load_tokenizer(os.path.join(work, "tokenizer")).vocab_size == 520
+    os.makedirs(os.path.join(work, "checkpoints", "10"))  # now a trained model depends on it
+    np.testing.assert_array_equal(build_dataset(cfg, 32, workdir=work).tokens("valid"), ds2.tokens("valid"))
+    cfg.vocab_size = 500  # never silently ignored: refused
+    with pytest.raises(ConfigError, match="data.vocab_size=520, now 500.*checkpoints"):
+        build_dataset(cfg, 32, workdir=work)
+    cfg.vocab_size, cfg.tokenizer = 520, "char"
+    with pytest.raises(ConfigError, match="data.tokenizer='sentencepiece', now 'char'"):
+        build_dataset(cfg, 32, workdir=work)
+    (tmp_path / "a.txt").write_text(corpus()[:50_000])  # other data, same settings
+    cfg.tokenizer = "sentencepiece"
+    with pytest.raises(ConfigError, match="the data"):
         build_dataset(cfg, 32, workdir=work)
 
 

@@ -34,15 +34,51 @@ def local_slice(batch_size: int, process_index: int, process_count: int) -> tupl
     return b, process_index * b
 
 
+BIG_EPOCH = 1 << 22  # rows per epoch above which the permutation is computed, not stored
+
+
+def _feistel_permutation(n: int, keys):
+    """A bijection of range(n) from a keyed Feistel network with cycle walking: O(1) memory for
+    epochs too large for an explicit permutation array."""
+    half = max(1, (int(n - 1).bit_length() + 1) // 2)
+    mask = np.uint64((1 << half) - 1)
+    keys = [np.uint64(k) for k in keys]
+
+    def rounds(x):
+        left, right = x >> np.uint64(half), x & mask
+        for k in keys:
+            f = (right * np.uint64(0x9E3779B1) + k) & np.uint64(0xFFFFFFFF)
+            f ^= f >> np.uint64(15)
+            f = (f * np.uint64(0x85EBCA6B)) & np.uint64(0xFFFFFFFF)
+            f ^= f >> np.uint64(13)
+            left, right = right, left ^ (f & mask)
+        return (left << np.uint64(half)) | right
+
+    def perm(i):
+        y = rounds(np.asarray(i, np.uint64))
+        while (out := y >= n).any():  # walk the cycle back into range(n)
+            y[out] = rounds(y[out])
+        return y.astype(np.int64)
+
+    return perm
+
+
 class PackedSplit:
-    """One split as a token stream packed into rows of seq_len + 1 tokens."""
+    """One split as a token stream packed into rows of seq_len + 1 tokens.
+
+    Subclasses (the on-disk token store) replace `_take` and call `_setup` instead of keeping
+    the arrays in memory.
+    """
 
     def __init__(self, tokens: np.ndarray, doc_ids: np.ndarray, seq_len: int, document_masking: bool, name=""):
         self.tokens = np.asarray(tokens, np.int32)
         self.doc_ids = np.asarray(doc_ids, np.int32)
+        self._setup(len(self.tokens), seq_len, document_masking, name)
+
+    def _setup(self, n: int, seq_len: int, document_masking: bool, name: str):
+        self.num_tokens = n
         self.T = seq_len
         self.document_masking = document_masking
-        n = len(self.tokens)
         if n < seq_len + 1:
             raise ValueError(f"corpus too short: split {name!r} has {n} tokens, fewer than one sequence "
                              f"of seq_len + 1 = {seq_len + 1}; use a smaller seq_len or more data")
@@ -52,39 +88,49 @@ class PackedSplit:
         self.max_offset = min(seq_len - 1, n - 1 - self.rows_per_epoch * seq_len)
         self._epochs = {}
 
+    def _take(self, idx: np.ndarray, docs: bool) -> tuple:
+        """(int32 tokens at idx, doc ids at idx or None); idx is [rows, k] positions in range."""
+        return self.tokens[idx], (self.doc_ids[idx] if docs else None)
+
     def _epoch(self, seed: int, epoch: int):
         key = (seed, epoch)
         if key not in self._epochs:
             rng = np.random.default_rng([seed, epoch])
             offset = int(rng.integers(0, self.max_offset + 1))
-            self._epochs = {key: (offset, rng.permutation(self.rows_per_epoch))}  # keep one
+            if self.rows_per_epoch <= BIG_EPOCH:
+                perm = rng.permutation(self.rows_per_epoch).__getitem__
+            else:
+                perm = _feistel_permutation(self.rows_per_epoch, rng.integers(0, 1 << 32, size=4))
+            self._epochs = {key: (offset, perm)}  # keep one
         return self._epochs[key]
 
     def _rows(self, starts: np.ndarray) -> dict:
         idx = starts[:, None] + np.arange(self.T + 1)
-        rows = self.tokens[idx]
+        rows, docs = self._take(idx, self.document_masking)
         return {"inputs": rows[:, :-1], "targets": rows[:, 1:],
                 "weights": np.ones((len(starts), self.T), np.float32),
-                "segment_ids": _segments(self.doc_ids[idx[:, :-1]], self.document_masking)}
+                "segment_ids": _segments(docs[:, :-1] if docs is not None else rows[:, :-1], self.document_masking)}
 
     def train_rows(self, rows: np.ndarray, seed: int) -> dict:
         """Global row indices of the endless shuffled stream -> a batch."""
-        starts = np.empty(len(rows), np.int64)
-        for j, g in enumerate(rows.tolist()):
-            epoch, i = divmod(g, self.rows_per_epoch)
+        epochs, within = np.divmod(np.asarray(rows, np.int64), self.rows_per_epoch)
+        starts = np.empty(len(within), np.int64)
+        for epoch in dict.fromkeys(epochs.tolist()):  # in order: one cached epoch at a time
+            at = epochs == epoch
             offset, perm = self._epoch(seed, epoch)
-            starts[j] = offset + perm[i] * self.T
+            starts[at] = offset + np.asarray(perm(within[at]), np.int64) * self.T
         return self._rows(starts)
 
     def num_eval_rows(self) -> int:
-        return -(-(len(self.tokens) - 1) // self.T)
+        return -(-(self.num_tokens - 1) // self.T)
 
     def eval_rows(self, rows: np.ndarray) -> dict:
-        n, T = len(self.tokens), self.T
+        n, T = self.num_tokens, self.T
         idx = rows[:, None] * T + np.arange(T + 1)
         ok = idx < n
-        toks = np.where(ok, self.tokens[np.minimum(idx, n - 1)], 0).astype(np.int32)
-        segs = _segments(self.doc_ids[np.minimum(idx[:, :-1], n - 1)], self.document_masking)
+        toks, docs = self._take(np.minimum(idx, n - 1), self.document_masking)
+        toks = np.where(ok, toks, 0).astype(np.int32)
+        segs = _segments(docs[:, :-1] if docs is not None else toks[:, :-1], self.document_masking)
         return {"inputs": toks[:, :-1], "targets": toks[:, 1:],
                 "weights": ok[:, 1:].astype(np.float32),
                 "segment_ids": np.where(ok[:, :-1], segs, 0).astype(np.int32)}

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
-import logging
 import os
 
 import numpy as np
 
 from lm.config import ConfigError
-from lm.files import atomic_write
-from lm.data import batches, sources, synthetic
-from lm.data.tokenizers import (TOKENIZERS, ByteTokenizer, CharTokenizer, SentencePieceTokenizer,
-                                SymbolTokenizer, Tokenizer, fingerprint, load_tokenizer)
+from lm.data import batches, prepare, sources, synthetic
+from lm.data.tokenizers import TOKENIZERS, SymbolTokenizer, Tokenizer
 
 SOURCES = ("stdlib", "tinyshakespeare", "enwik8", "files", "hf", "markov", "copy")
-DEFAULT_SPM_VOCAB = 1024
 
 
 class Dataset:
@@ -35,7 +29,7 @@ class Dataset:
         self.entropy_rate = entropy_rate
         self.markov_table = markov_table
         self._packed = packed or {}  # split -> batches.PackedSplit
-        self._docs = docs  # split -> [str] for text sources
+        self._docs = docs  # text sources: a sources.Source (or {split: [str]})
         self._copy = copy_task
         self._copy_eval_rows = copy_eval_rows
         self.splits = ("train", "valid") if copy_task else tuple(self._packed)
@@ -54,6 +48,8 @@ class Dataset:
         self._check(split)
         if self._docs is None:
             raise ValueError(f"data.source={self.source} is synthetic: it has tokens, not text")
+        if isinstance(self._docs, sources.Source):
+            return self._docs.text(split)
         return "".join(self._docs[split])
 
     def tokens(self, split: str) -> np.ndarray:
@@ -97,62 +93,13 @@ def data_config(**overrides):
     return config.data
 
 
-def _tokenize_cached(tok: Tokenizer, docs: list, cache_dir: str | None) -> tuple:
-    """(tokens, doc_ids) of a split, cached on disk under a hash of tokenizer + text."""
-    path = None
-    if cache_dir and tok.name == "sentencepiece":  # the only slow one; byte/char take milliseconds
-        h = hashlib.sha256(fingerprint(tok).encode())
-        for d in docs:
-            h.update(d.encode("utf-8", "surrogateescape"))
-            h.update(b"\0")
-        path = os.path.join(cache_dir, "tokens", h.hexdigest()[:24] + ".npz")
-        if os.path.exists(path):
-            with np.load(path) as z:
-                return z["tokens"], z["doc_ids"]
-    pieces = [tok.encode_corpus(d) for d in docs]
-    tokens = np.concatenate(pieces).astype(np.int32) if pieces else np.zeros(0, np.int32)
-    doc_ids = np.repeat(np.arange(len(pieces), dtype=np.int32), [len(p) for p in pieces])
-    if path:
-        buf = io.BytesIO()
-        np.savez(buf, tokens=tokens, doc_ids=doc_ids)
-        try:
-            atomic_write(path, buf.getvalue())
-        except OSError as e:  # a read-only cache only costs speed
-            logging.getLogger(__name__).warning("could not cache tokens at %s: %s", path, e)
-    return tokens, doc_ids
-
-
-def _build_tokenizer(cfg, docs: dict) -> Tokenizer:
-    kind = cfg.tokenizer
-    if kind == "byte":
-        return ByteTokenizer()
-    train = "".join(docs["train"])
-    if kind == "char":
-        return CharTokenizer.from_splits(train, ["".join(v) for k, v in docs.items() if k != "train"])
-    vocab = int(cfg.vocab_size or DEFAULT_SPM_VOCAB)
-    if vocab < 260:  # 256 byte pieces + <unk> + newline + a couple of pieces
-        raise ConfigError(f"data.vocab_size={vocab} is too small for sentencepiece with byte fallback (min 260)")
-    return SentencePieceTokenizer.train(train, vocab)
-
-
-def _tokenizer_for(cfg, docs: dict, workdir: str | None) -> Tokenizer:
-    saved = os.path.join(workdir, "tokenizer") if workdir else None
-    if saved and os.path.isdir(saved):
-        tok = load_tokenizer(saved)
-        if tok.name != cfg.tokenizer:
-            raise ConfigError(f"{saved} holds a {tok.name} tokenizer but data.tokenizer={cfg.tokenizer!r}")
-        return tok
-    tok = _build_tokenizer(cfg, docs)
-    if saved:
-        tok.save(saved)
-    return tok
-
-
 def build_dataset(data_cfg, seq_len: int, *, workdir: str | None = None, seed: int = 0) -> Dataset:
     """The dataset named by `data_cfg` (the config's `data` section), in rows of seq_len + 1 tokens.
 
-    With `workdir`, the tokenizer is loaded from workdir/tokenizer/ if present, else built from
-    the train split and saved there. `seed` seeds the synthetic samples (Markov / copy streams).
+    Text sources go through the on-disk token store (lm/data/prepare.py, store.py): tokenized
+    once, then read by memmap. With `workdir`, the tokenizer is kept in workdir/tokenizer/ with
+    the data identity it was made for; a stale one is replaced, or refused when checkpoints use
+    it. `seed` seeds the synthetic samples (Markov / copy streams).
     """
     cfg = data_cfg
     if cfg.source not in SOURCES:
@@ -168,20 +115,17 @@ def build_dataset(data_cfg, seq_len: int, *, workdir: str | None = None, seed: i
                        copy_eval_rows=max(1, int(cfg.eval_tokens) // seq_len))
     if cfg.tokenizer not in TOKENIZERS:
         raise ConfigError(f"data.tokenizer={cfg.tokenizer!r} is not one of {TOKENIZERS}")
-    docs = sources.load_text(cfg, strict=cfg.tokenizer != "byte")
-    tok = _tokenizer_for(cfg, docs, workdir)
-    cache = sources.data_dir(cfg)
-    packed = {}
-    for name, split_docs in docs.items():
-        tokens, doc_ids = _tokenize_cached(tok, split_docs, cache)
-        packed[name] = batches.PackedSplit(tokens, doc_ids, seq_len, masking, name=f"{cfg.source}/{name}")
-    return Dataset(cfg.source, tok, seq_len, packed=packed, docs=docs, seed=seed)
+    source = sources.open_source(cfg, strict=cfg.tokenizer != "byte")
+    tok, packed = prepare.prepare_text(cfg, source, seq_len, workdir=workdir, masking=masking)
+    return Dataset(cfg.source, tok, seq_len, packed=packed, docs=source, seed=seed)
 
 
 def _symbols(vocab: int, workdir: str | None) -> Tokenizer:
     tok = SymbolTokenizer(vocab)
-    if workdir and not os.path.isdir(os.path.join(workdir, "tokenizer")):
-        tok.save(os.path.join(workdir, "tokenizer"))
+    if workdir:
+        with prepare.file_lock(os.path.join(workdir, ".tokenizer.lock")):
+            if not os.path.isdir(os.path.join(workdir, "tokenizer")):
+                tok.save(os.path.join(workdir, "tokenizer"))
     return tok
 
 

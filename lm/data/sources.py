@@ -23,9 +23,12 @@ HF_DATASETS_OFFLINE=1 skips the attempt).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import gzip
 import hashlib
+import itertools
+import json
 import logging
 import os
 import socket
@@ -33,6 +36,7 @@ import sysconfig
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 
 log = logging.getLogger(__name__)
 VALID_FRACTION = 0.1
@@ -86,14 +90,15 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode(data: bytes, name: str, strict: bool) -> str:
-    """UTF-8 text; with strict=False invalid bytes survive as surrogates (exact for bytes)."""
+def decode(data: bytes, name: str, strict: bool, offset: int = 0) -> str:
+    """UTF-8 text; with strict=False invalid bytes survive as surrogates (exact for bytes).
+    `offset`: where `data` starts in the file (for the error message)."""
     if not strict:
         return data.decode("utf-8", "surrogateescape")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{name} is not valid UTF-8 (byte {e.start}: {data[e.start:e.start + 4]!r}); "
+        raise ValueError(f"{name} is not valid UTF-8 (byte {offset + e.start}: {data[e.start:e.start + 4]!r}); "
                          "text tokenizers (char, sentencepiece) need UTF-8, the byte tokenizer "
                          "(data.tokenizer=byte) reads any bytes") from None
 
@@ -138,6 +143,171 @@ def split_documents(docs: list, fraction: float = VALID_FRACTION) -> dict:
     return {"train": [d for d in train if d], "valid": [d for d in valid if d]}
 
 
+# ----------------------------------------------------------------------------- streams
+
+CHUNK_BYTES = 4 << 20  # text files are read in pieces of about this size, cut after a newline
+
+
+class Source:
+    """A corpus as re-iterable streams, never whole in memory.
+
+    `docs(split)` yields documents; each document is an iterable of str pieces, read to its end
+    before the next document is asked for. Pieces end at newlines where the text has them, so a
+    line-based tokenizer (sentencepiece) sees exactly the lines of the whole text. `identity`
+    (JSON-able, cheap: file names, sizes, mtimes, hub names) says which corpus this is; the token
+    store is keyed by its hash. `open()` (the splits) may read or download; identity never does.
+    """
+
+    def __init__(self, name: str, identity: dict, opener, nbytes=None):
+        self.name = name
+        self.identity = identity
+        self._opener = opener  # () -> {split: () -> iterator of documents}
+        self._splits = None
+        self.nbytes = nbytes or {}  # split -> approximate size (progress ETA), where known
+
+    def open(self) -> dict:
+        if self._splits is None:
+            self._splits = self._opener()
+        return self._splits
+
+    @property
+    def splits(self) -> tuple:
+        return tuple(self.open())
+
+    def docs(self, split: str):
+        return self.open()[split]()
+
+    def text(self, split: str) -> str:
+        return "".join(p for d in self.docs(split) for p in d)
+
+    @classmethod
+    def from_docs(cls, name: str, identity: dict, load):
+        """A small corpus that `load()` returns whole as {split: [str]} (named corpora)."""
+        return cls(name, identity, lambda: {k: (lambda v=v: ((d,) for d in v)) for k, v in load().items()})
+
+
+def split_streams(docs_fn, fraction: float = VALID_FRACTION) -> dict:
+    """`split_documents` on a stream: {'train', 'valid'} stream makers. The character count
+    takes one extra pass over the stream (only when a split is read)."""
+    total = []
+
+    def cut():
+        if not total:
+            total.append(sum(len(p) for d in docs_fn() for p in d))
+        return int(total[0] * (1 - fraction))
+
+    def train():
+        c, seen = cut(), [0]
+
+        def clip(doc):
+            for p in doc:
+                a = seen[0]
+                seen[0] += len(p)
+                if a >= c:
+                    return
+                yield p if seen[0] <= c else p[:c - a]
+
+        for doc in docs_fn():
+            if seen[0] >= c:
+                return
+            yield clip(doc)
+
+    def valid():
+        c, seen = cut(), 0
+        for doc in docs_fn():
+            it = iter(doc)
+            for p in it:  # skip the part before the cut; what follows it is a valid document
+                a, seen = seen, seen + len(p)
+                if seen > c:
+                    yield itertools.chain((p[max(c - a, 0):],), it)
+                    break
+
+    return {"train": train, "valid": valid}
+
+
+@contextlib.contextmanager
+def _open_binary(path: str):
+    """The file as a binary stream; gzip and single-file zip archives are decompressed."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"data file not found: {path}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    with contextlib.ExitStack() as stack:
+        if magic[:2] == b"\x1f\x8b":  # gzip, by content (downloads land in temp files with no suffix)
+            f = stack.enter_context(gzip.open(path, "rb"))
+        elif magic == b"PK\x03\x04":
+            z = stack.enter_context(zipfile.ZipFile(path))
+            names = [n for n in z.namelist() if not n.endswith("/")]
+            if len(names) != 1:
+                raise ValueError(f"{path}: expected one file in the zip, found {names}")
+            f = stack.enter_context(z.open(names[0]))
+        else:
+            f = stack.enter_context(open(path, "rb"))
+        yield f
+
+
+def _char_start(data: bytes) -> int:
+    """The last position in `data` that does not split a UTF-8 character."""
+    for i in range(len(data) - 1, max(len(data) - 5, 0), -1):
+        if data[i] & 0xC0 != 0x80:
+            return i
+    return len(data)
+
+
+def text_pieces(path: str, strict: bool):
+    """A text file as decoded pieces (joined: the whole file), each ending after a newline when
+    one comes within 4 * CHUNK_BYTES, and never inside a UTF-8 character."""
+    offset, carry = 0, b""
+    with _open_binary(path) as f:
+        while True:
+            try:
+                block = f.read(CHUNK_BYTES)
+            except (EOFError, OSError, zlib.error) as e:
+                raise ValueError(f"{path}: cannot read past byte {offset + len(carry)} ({e}); "
+                                 "is the file truncated or corrupt?") from None
+            if not block:
+                break
+            data = carry + block
+            cut = data.rfind(b"\n") + 1
+            if not cut:
+                if len(data) < 4 * CHUNK_BYTES:
+                    carry = data
+                    continue
+                cut = _char_start(data)
+            yield decode(data[:cut], path, strict, offset)
+            offset, carry = offset + cut, data[cut:]
+    if carry:
+        yield decode(carry, path, strict, offset)
+        offset += len(carry)
+    if not offset:
+        raise ValueError(f"data file is empty: {path}")
+
+
+def _field_docs(rows, field: str, where: str):
+    """One document per row: its non-empty `field` value."""
+    n = 0
+    for row in rows:
+        if field not in row:
+            raise ValueError(f"{where}: no column data.text_field={field!r}; columns: {list(row)}")
+        text = row[field]
+        if text:
+            if not isinstance(text, str):
+                raise ValueError(f"{where}: column data.text_field={field!r} holds {type(text).__name__}, not text")
+            n += 1
+            yield (text,)
+    if not n:
+        raise ValueError(f"{where}: no non-empty {field!r} values")
+
+
+def file_identity(files) -> list:
+    """[path, size, mtime_ns] per file: a file that changes gets a new token store."""
+    out = []
+    for f in files:
+        st = os.stat(f)
+        out.append([os.path.abspath(f), st.st_size, st.st_mtime_ns])
+    return out
+
+
 # ----------------------------------------------------------------------------- local files
 
 def _expand(pattern: str) -> list:
@@ -160,28 +330,22 @@ def _expand(pattern: str) -> list:
     return files
 
 
-def _table_docs(files: list, builder: str, field: str, cache: str) -> list:
-    import datasets
+def _table_docs(files: list, builder: str, field: str):
+    import datasets  # streamed: rows are read in batches, never the whole table
 
-    ds = datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache)
-    if field not in ds.column_names:
-        raise ValueError(f"{files[0]}: no column data.text_field={field!r}; columns: {ds.column_names}")
-    docs = [d for d in ds[field] if d]
-    if not docs:
-        raise ValueError(f"{', '.join(files)}: no non-empty {field!r} values")
-    return docs
+    rows = datasets.load_dataset(builder, data_files=files, split="train", streaming=True)
+    return _field_docs(rows, field, files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} files)")
 
 
-def _read_docs(files: list, cfg, strict: bool) -> list:
-    docs = []
+def _file_docs(files: list, cfg, strict: bool):
+    """Table rows (grouped by format) first, then one document per plain text file."""
     for builder in sorted(set(TABLE_EXTS.values())):
         group = [f for f in files if TABLE_EXTS.get(os.path.splitext(f)[1]) == builder]
         if group:
-            docs += _table_docs(group, builder, cfg.text_field, os.path.join(data_dir(cfg), "hf"))
+            yield from _table_docs(group, builder, cfg.text_field)
     for f in files:
         if os.path.splitext(f)[1] not in TABLE_EXTS:
-            docs.append(decode(read_bytes(f), f, strict))  # plain text: one document per file
-    return docs
+            yield text_pieces(f, strict)
 
 
 def _split_spec(path: str):
@@ -205,21 +369,31 @@ def _split_spec(path: str):
     return None
 
 
-def load_files(cfg, strict: bool) -> dict:
+def open_files(cfg, strict: bool) -> Source:
     if not cfg.path:
         raise ValueError("data.source=files needs data.path (a file, directory or glob)")
     spec = _split_spec(cfg.path)
     if spec:
         if "train" not in spec or len(spec) < 2:
             raise ValueError(f"data.path={cfg.path!r}: split files need train and valid (or test)")
-        out = {}
-        for name, pattern in spec.items():
-            files = pattern if isinstance(pattern, list) else _expand(pattern)
-            out[name] = _read_docs(files, cfg, strict)
-        if "valid" not in out:
-            out["valid"] = out.pop("test")
-        return out
-    return split_documents(_read_docs(_expand(cfg.path), cfg, strict))
+        files = {name: p if isinstance(p, list) else _expand(p) for name, p in spec.items()}
+        if "valid" not in files:
+            files["valid"] = files.pop("test")
+        opener = lambda: {name: (lambda fs=fs: _file_docs(fs, cfg, strict)) for name, fs in files.items()}
+    else:
+        everything = _expand(cfg.path)
+        files = {"all": everything}
+        opener = lambda: split_streams(lambda: _file_docs(everything, cfg, strict))
+    identity = {"kind": "files", "files": {k: file_identity(v) for k, v in files.items()},
+                "text_field": cfg.text_field}
+    nbytes = {k: sum(os.path.getsize(f) for f in v) for k, v in files.items()}
+    if "all" in nbytes:
+        nbytes = {"train": nbytes["all"] * (1 - VALID_FRACTION), "valid": nbytes["all"] * VALID_FRACTION}
+    return Source("files", identity, opener, nbytes)
+
+
+def load_files(cfg, strict: bool) -> dict:
+    return _materialise(open_files(cfg, strict))
 
 
 # ----------------------------------------------------------------------------- hub datasets
@@ -232,35 +406,49 @@ def _hub_reachable(host="huggingface.co", timeout=3.0) -> bool:
         return False
 
 
-def load_hf(cfg) -> dict:
+def open_hf(cfg) -> Source:
+    """A hub dataset streamed (`streaming=True`: rows arrive as they are read). data.hf_name may
+    also be a local dataset directory (e.g. train.jsonl + validation.jsonl), read the same way."""
     if not cfg.hf_name:
         raise ValueError("data.source=hf needs data.hf_name (a Hugging Face hub dataset name)")
-    hint = (f"data.source=hf (data.hf_name={cfg.hf_name!r}) needs the Hugging Face hub, which is "
-            "not reachable ({why}). Use local files instead: data.source=files "
-            "data.path=/path/to/files (.txt, .jsonl, .parquet, .csv; a directory or glob; "
-            "or 'train=GLOB,valid=GLOB').")
-    if offline():
-        raise ConnectionError(hint.format(why="offline mode: " + "/".join(_OFFLINE_VARS) + " is set"))
-    if not _hub_reachable():
-        raise ConnectionError(hint.format(why="no network connection to huggingface.co"))
-    import datasets
+    local = os.path.expanduser(cfg.hf_name)
+    local = local if os.path.isdir(local) else None
+    identity = {"kind": "hf", "name": cfg.hf_name, "config": cfg.hf_config, "text_field": cfg.text_field}
+    if local:
+        identity["files"] = file_identity(sorted(p for p in glob.glob(os.path.join(local, "**", "*"), recursive=True)
+                                                 if os.path.isfile(p)))
 
-    ds = datasets.load_dataset(cfg.hf_name, cfg.hf_config or None, cache_dir=os.path.join(data_dir(cfg), "hf"))
-    out = {}
-    for name, split in ds.items():
-        if name in SPLIT_ALIASES and SPLIT_ALIASES[name] not in out:
-            if cfg.text_field not in split.column_names:
-                raise ValueError(f"hf dataset {cfg.hf_name}: no column data.text_field={cfg.text_field!r}; "
-                                 f"columns: {split.column_names}")
-            out[SPLIT_ALIASES[name]] = [t for t in split[cfg.text_field] if t]
-    if "train" not in out:
-        raise ValueError(f"hf dataset {cfg.hf_name} has no train split (splits: {list(ds)})")
-    if "valid" not in out:
-        if "test" in out:
-            out["valid"] = out.pop("test")
-        else:
-            out = split_documents(out["train"])
-    return out
+    def opener():
+        hint = (f"data.source=hf (data.hf_name={cfg.hf_name!r}) needs the Hugging Face hub, which is "
+                "not reachable ({why}). Use local files instead: data.source=files "
+                "data.path=/path/to/files (.txt, .jsonl, .parquet, .csv; a directory or glob; "
+                "or 'train=GLOB,valid=GLOB').")
+        if not local and offline():
+            raise ConnectionError(hint.format(why="offline mode: " + "/".join(_OFFLINE_VARS) + " is set"))
+        if not local and not _hub_reachable():
+            raise ConnectionError(hint.format(why="no network connection to huggingface.co"))
+        import datasets
+
+        ds = datasets.load_dataset(local or cfg.hf_name, cfg.hf_config or None, streaming=True)
+        out = {}
+        for name, split in ds.items():
+            if name in SPLIT_ALIASES and SPLIT_ALIASES[name] not in out:
+                where = f"hf dataset {cfg.hf_name} ({name})"
+                out[SPLIT_ALIASES[name]] = lambda split=split, where=where: _field_docs(split, cfg.text_field, where)
+        if "train" not in out:
+            raise ValueError(f"hf dataset {cfg.hf_name} has no train split (splits: {list(ds)})")
+        if "valid" not in out:
+            if "test" in out:
+                out["valid"] = out.pop("test")
+            else:
+                out = split_streams(out["train"])
+        return out
+
+    return Source("hf", identity, opener)
+
+
+def load_hf(cfg) -> dict:
+    return _materialise(open_hf(cfg))
 
 
 # ----------------------------------------------------------------------------- named corpora
@@ -315,9 +503,11 @@ def load_tinyshakespeare(cfg, strict: bool) -> dict:
     return {"train": [text[:cut]], "valid": [text[cut:]]}
 
 
-def load_enwik8(cfg, strict: bool) -> dict:
-    path = _locate(cfg, "enwik8", ("enwik8", "enwik8.zip", "enwik8_first1M.gz", "enwik8.gz"), ENWIK8_URL,
-                   "enwik8.zip", _enwik8_bytes)
+ENWIK8_NAMES = ("enwik8", "enwik8.zip", "enwik8_first1M.gz", "enwik8.gz")
+
+
+def load_enwik8(cfg, strict: bool, path: str = "") -> dict:
+    path = path or _locate(cfg, "enwik8", ENWIK8_NAMES, ENWIK8_URL, "enwik8.zip", _enwik8_bytes)
     data = _enwik8_bytes(path)
     n = len(data)
     if n == ENWIK8_SIZE:
@@ -373,12 +563,33 @@ def load_stdlib(cfg=None, strict: bool = True) -> dict:
     return out
 
 
-TEXT_SOURCES = {"files": load_files, "tinyshakespeare": load_tinyshakespeare, "enwik8": load_enwik8,
-                "stdlib": load_stdlib}
+def _named(cfg, strict: bool) -> Source:
+    if cfg.source == "tinyshakespeare":  # identified by its checked sha256
+        identity = {"kind": "tinyshakespeare", "sha256": TINYSHAKESPEARE_SHA256}
+        return Source.from_docs("tinyshakespeare", identity, lambda: load_tinyshakespeare(cfg, strict))
+    if cfg.source == "enwik8":
+        path = _locate(cfg, "enwik8", ENWIK8_NAMES, ENWIK8_URL, "enwik8.zip", _enwik8_bytes)
+        identity = {"kind": "enwik8", "file": file_identity([path])}
+        return Source.from_docs("enwik8", identity, lambda: load_enwik8(cfg, strict, path))
+    root, files = stdlib_files()
+    identity = {"kind": "stdlib", "root": root, "files": hashlib.sha256(json.dumps(
+        [[rel, os.path.getsize(os.path.join(root, rel))] for rel in files]).encode()).hexdigest()}
+    return Source.from_docs("stdlib", identity, lambda: load_stdlib(cfg, strict))
+
+
+def open_source(cfg, strict: bool) -> Source:
+    """The text source named by cfg.source as streams; strict: invalid UTF-8 is an error."""
+    if cfg.source == "hf":
+        return open_hf(cfg)
+    if cfg.source == "files":
+        return open_files(cfg, strict)
+    return _named(cfg, strict)
+
+
+def _materialise(src: Source) -> dict:
+    return {split: ["".join(doc) for doc in src.docs(split)] for split in src.splits}
 
 
 def load_text(cfg, strict: bool) -> dict:
-    """{split: [documents]} for a text source; strict: invalid UTF-8 is an error."""
-    if cfg.source == "hf":
-        return load_hf(cfg)
-    return TEXT_SOURCES[cfg.source](cfg, strict)
+    """{split: [documents]} for a text source, whole in memory (small corpora, tests)."""
+    return _materialise(open_source(cfg, strict))

@@ -48,8 +48,10 @@ class Tokenizer:
     def meta(self) -> dict:
         return {"kind": self.name}
 
-    def save(self, directory: str) -> None:
-        """Writes the tokenizer into `directory` atomically (a temp dir, then a rename)."""
+    def save(self, directory: str, extra: dict | None = None) -> None:
+        """Writes the tokenizer into `directory` atomically (a temp dir, then a rename); `extra`
+        goes into tokenizer.json (e.g. the data identity it was made for). Safe when several
+        processes save at once: each rename is whole, the last one wins."""
         directory = os.path.abspath(directory)
         parent = os.path.dirname(directory)
         os.makedirs(parent, exist_ok=True)
@@ -57,10 +59,23 @@ class Tokenizer:
         try:
             self._write(tmp)
             with open(os.path.join(tmp, _META), "w") as f:
-                json.dump(self.meta(), f)
-            if os.path.isdir(directory):
-                shutil.rmtree(directory)
-            os.rename(tmp, directory)
+                json.dump({**self.meta(), **(extra or {})}, f)
+            for _ in range(100):
+                try:
+                    os.rename(tmp, directory)
+                    break
+                except OSError as e:  # the directory exists: move it aside, then try again
+                    if not os.path.isdir(directory):
+                        raise
+                    old = tempfile.mkdtemp(prefix=".tokenizer-old-", dir=parent)
+                    try:
+                        os.rename(directory, os.path.join(old, "t"))
+                    except FileNotFoundError:
+                        pass  # another writer moved it first
+                    finally:
+                        shutil.rmtree(old, ignore_errors=True)
+            else:
+                raise OSError(f"could not save the tokenizer to {directory}")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -257,13 +272,25 @@ class SymbolTokenizer(Tokenizer):
         return {"kind": self.name, "vocab_size": self.vocab_size}
 
 
-def load_tokenizer(directory: str) -> Tokenizer:
-    """Loads a tokenizer written by `Tokenizer.save`."""
+def saved_meta(directory: str) -> dict:
+    """tokenizer.json of a saved tokenizer (kind, its settings, and any `extra` given to save)."""
     path = os.path.join(directory, _META)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no saved tokenizer in {directory} (missing {_META})")
-    with open(path) as f:
-        meta = json.load(f)
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is unreadable ({e}); delete {directory} to rebuild it") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} is not a tokenizer description; delete {directory} to rebuild it")
+    return meta
+
+
+def load_tokenizer(directory: str) -> Tokenizer:
+    """Loads a tokenizer written by `Tokenizer.save`."""
+    path = os.path.join(directory, _META)
+    meta = saved_meta(directory)
     kind = meta.get("kind")
     if kind == "byte":
         return ByteTokenizer()

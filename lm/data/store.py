@@ -1,0 +1,290 @@
+"""The on-disk token store: a corpus tokenized once, streamed into shards, read by np.memmap.
+
+One store directory holds the token files of one (corpus, tokenizer, token width):
+
+    <split>/shard-00000.bin    tokens, fixed width (uint16 when the vocabulary fits, else uint32)
+    <split>/shard-00000.docs   int64: the stream offsets of the documents that start in the shard
+    <split>/shard-00000.json   the shard's record, written (atomically) once it is complete
+    manifest.json              written last: identity, counts, size / mtime / sha256 of each file
+
+Build: split by split, shard by shard, from `Source.docs(split)`; memory is one text piece and
+its tokens. A shard is committed by its .json; a killed build keeps the committed shards and
+continues after the last one (re-reading, not re-tokenizing, the source up to there).
+
+Read: a split is a token stream (its shards end to end) with document start offsets; rows and
+segment ids are cut from it on the fly (`StoredSplit`, a `batches.PackedSplit`), so a process
+touches only the pages of the rows it reads. Opening checks every file's size; sha256 too when
+the store is small (<= VERIFY_BYTES), when a file's mtime differs from the manifest's, or when
+asked (`verify=True`, data.store_verify): a truncated or altered file is a one-line error
+naming it. The sha256 is computed while writing, so a build costs no extra read.
+
+Grain was considered: its value is in multi-worker sampling and record formats; the rows here
+are a slice of a memmap and the state is one integer, so a plain reader is simpler and as fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+
+import numpy as np
+
+from lm.config import ConfigError
+from lm.files import atomic_write
+from lm.data.batches import PackedSplit
+
+log = logging.getLogger(__name__)
+FORMAT = 1
+MANIFEST = "manifest.json"
+VERIFY_BYTES = 256 << 20
+DTYPES = ("auto", "uint16", "uint32")
+
+
+class StoreError(ValueError):
+    """A token store that cannot be used as it is; the message names the file and the way out."""
+
+
+def dtype_for(vocab_size: int, forced: str = "auto") -> np.dtype:
+    if forced not in DTYPES:
+        raise ConfigError(f"data.store_dtype={forced!r} is not one of {DTYPES}")
+    if forced == "uint16" and vocab_size > 1 << 16:
+        raise ConfigError(f"data.store_dtype=uint16 holds at most 65536 token ids, but the vocabulary "
+                          f"has {vocab_size}; use data.store_dtype=uint32 (or auto)")
+    if forced != "auto":
+        return np.dtype(forced)
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- build
+
+class Progress:
+    """Log lines every `every` seconds: documents, tokens, MB of text read, MB/s, ETA."""
+
+    def __init__(self, label: str, total_bytes: float | None = None, every: float = 10.0):
+        self.label, self.total, self.every = label, total_bytes, every
+        self.docs = self.tokens = self.chars = 0
+        self.t0 = self.last = time.time()
+
+    def update(self, chars: int, tokens: int, docs: int) -> None:
+        self.chars += chars
+        self.tokens += tokens
+        self.docs += docs
+        if time.time() - self.last >= self.every:
+            self.report()
+
+    def report(self, done: bool = False) -> None:
+        self.last = now = time.time()
+        rate = self.chars / 1e6 / max(now - self.t0, 1e-9)
+        eta = ""
+        if self.total and not done and rate > 0:
+            eta = f", ETA {max(self.total / 1e6 - self.chars / 1e6, 0) / rate:.0f}s"
+        log.info("token store %s%s: %s docs, %.2fM tokens, %.1f MB of text at %.1f MB/s%s",
+                 self.label, " done" if done else "", f"{self.docs:,}", self.tokens / 1e6,
+                 self.chars / 1e6, rate, eta)
+
+
+class _ShardWriter:
+    """One shard being written: tokens to a .partial file (hashed as written), then renamed."""
+
+    def __init__(self, folder: str, index: int, start: int, docs_before: int, dtype):
+        self.folder, self.name = folder, f"shard-{index:05d}"
+        self.start, self.docs_before, self.dtype = start, docs_before, dtype
+        self.tmp = os.path.join(folder, self.name + ".bin.partial")
+        self.f = open(self.tmp, "wb")
+        self.sha = hashlib.sha256()
+        self.n = 0
+        self.doc_starts = []
+
+    def write(self, ids: np.ndarray, new_doc: bool) -> None:
+        if new_doc:
+            self.doc_starts.append(self.start + self.n)
+        data = np.asarray(ids).astype(self.dtype).tobytes()
+        self.f.write(data)
+        self.sha.update(data)
+        self.n += len(ids)
+
+    def commit(self, next_pos) -> dict:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, os.path.join(self.folder, self.name + ".bin"))
+        docs = np.asarray(self.doc_starts, np.int64).tobytes()
+        atomic_write(os.path.join(self.folder, self.name + ".docs"), docs)
+        rec = {"file": self.name + ".bin", "tokens": self.n, "start": self.start, "docs": len(self.doc_starts),
+               "docs_before": self.docs_before, "sha256": self.sha.hexdigest(), "doc_file": self.name + ".docs",
+               "doc_sha256": hashlib.sha256(docs).hexdigest(), "next": None if next_pos is None else list(next_pos)}
+        atomic_write(os.path.join(self.folder, self.name + ".json"), json.dumps(rec))
+        return rec
+
+    def discard(self) -> None:
+        self.f.close()
+        os.remove(self.tmp)
+
+
+def _committed(folder: str, itemsize: int) -> list:
+    """The shard records of an interrupted build, in order, up to the first incomplete shard."""
+    records = []
+    while True:
+        path = os.path.join(folder, f"shard-{len(records):05d}.json")
+        try:
+            with open(path) as f:
+                rec = json.load(f)
+            ok = (os.path.getsize(os.path.join(folder, rec["file"])) == rec["tokens"] * itemsize
+                  and os.path.getsize(os.path.join(folder, rec["doc_file"])) == rec["docs"] * 8)
+        except (OSError, ValueError, KeyError):
+            return records
+        if not ok:
+            return records
+        records.append(rec)
+
+
+def build_split(folder: str, docs, encode, dtype, shard_tokens: int, progress: Progress) -> list:
+    """Tokenizes the documents of one split into shards under `folder`; resumes after the last
+    committed shard. Returns the shard records."""
+    os.makedirs(folder, exist_ok=True)
+    records = _committed(folder, np.dtype(dtype).itemsize)
+    if records and records[-1]["next"] is None:
+        return records  # finished before the interruption
+    resume = tuple(records[-1]["next"]) if records else (0, 0)
+    start = records[-1]["start"] + records[-1]["tokens"] if records else 0
+    docs_before = records[-1]["docs_before"] + records[-1]["docs"] if records else 0
+    writer = None
+    for d, doc in enumerate(docs):
+        for p, piece in enumerate(doc):
+            if (d, p) < resume:
+                continue
+            if writer is None:
+                writer = _ShardWriter(folder, len(records), start, docs_before, dtype)
+            ids = encode(piece)
+            writer.write(ids, new_doc=p == 0)
+            progress.update(len(piece), len(ids), p == 0)
+            if writer.n >= shard_tokens:
+                records.append(writer.commit((d, p + 1)))
+                start, docs_before, writer = start + writer.n, docs_before + len(writer.doc_starts), None
+                _crash_hook(len(records))
+    if writer is not None and writer.n:
+        records.append(writer.commit(None))
+    elif writer is not None:
+        writer.discard()
+    if records and records[-1]["next"] is not None:  # the split ended exactly at a shard boundary
+        records[-1]["next"] = None
+        atomic_write(os.path.join(folder, f"shard-{len(records) - 1:05d}.json"), json.dumps(records[-1]))
+    progress.report(done=True)
+    return records
+
+
+def _crash_hook(shards: int) -> None:
+    """LM_STORE_CRASH_AT_SHARD=N: SIGKILL this process once N shards are committed (tests)."""
+    at = os.environ.get("LM_STORE_CRASH_AT_SHARD")
+    if at and shards >= int(at):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def build(folder: str, source, encode, dtype, identity: dict, *, shard_tokens: int) -> dict:
+    """Builds (or finishes building) the store of `source` in `folder`; writes the manifest last."""
+    splits = {}
+    for split in source.splits:
+        progress = Progress(f"{source.name}/{split}", source.nbytes.get(split))
+        records = build_split(os.path.join(folder, split), source.docs(split), encode, dtype,
+                              int(shard_tokens), progress)
+        tokens = sum(r["tokens"] for r in records)
+        if not tokens:
+            raise StoreError(f"{source.name}: split {split!r} is empty (no text to tokenize)")
+        splits[split] = {"tokens": tokens, "docs": sum(r["docs"] for r in records), "shards": records}
+    for split, info in splits.items():  # sizes and mtimes as they are now, for the cheap check
+        for rec in info["shards"]:
+            for key in ("file", "doc_file"):
+                st = os.stat(os.path.join(folder, split, rec[key]))
+                rec[key + "_bytes"], rec[key + "_mtime_ns"] = st.st_size, st.st_mtime_ns
+    manifest = {"format": FORMAT, "identity": identity, "dtype": np.dtype(dtype).name,
+                "splits": splits, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write(os.path.join(folder, MANIFEST), json.dumps(manifest, indent=1))
+    return manifest
+
+
+# ----------------------------------------------------------------------------- read
+
+def read_manifest(folder: str, identity: dict) -> dict | None:
+    """The finished store's manifest if it was built for `identity`, else None (build it)."""
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise StoreError(f"token store manifest {path} is unreadable ({e}); delete {folder} to rebuild it") from None
+    if manifest.get("format") != FORMAT or manifest.get("identity") != identity:
+        return None
+    return manifest
+
+
+def verify(folder: str, manifest: dict, full: bool = False) -> None:
+    """Sizes always; sha256 when small, when an mtime changed, or when `full`."""
+    files = [(os.path.join(folder, split, rec[key]), rec[key + "_bytes"], rec[key + "_mtime_ns"],
+              rec["sha256" if key == "file" else "doc_sha256"])
+             for split, info in manifest["splits"].items() for rec in info["shards"] for key in ("file", "doc_file")]
+    small = sum(f[1] for f in files) <= VERIFY_BYTES
+    way_out = f"delete {folder} to rebuild the store"
+    for path, size, mtime, sha in files:
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise StoreError(f"token store file {path} is missing; {way_out}") from None
+        if st.st_size != size:
+            raise StoreError(f"token store file {path} has {st.st_size} bytes, its manifest says {size} "
+                             f"(truncated or altered); {way_out}")
+        if (full or small or st.st_mtime_ns != mtime) and _sha256_file(path) != sha:
+            raise StoreError(f"token store file {path} fails its sha256 check (altered or corrupt); {way_out}")
+
+
+class StoredSplit(PackedSplit):
+    """A split of a token store as rows (same interface and rows as an in-memory PackedSplit)."""
+
+    def __init__(self, folder: str, manifest: dict, split: str, seq_len: int, document_masking: bool,
+                 name: str = ""):
+        info, dtype = manifest["splits"][split], np.dtype(manifest["dtype"])
+        shards = info["shards"]
+        self._tok = [np.memmap(os.path.join(folder, split, r["file"]), dtype, "r", shape=(r["tokens"],))
+                     for r in shards]
+        self._doc = [np.memmap(os.path.join(folder, split, r["doc_file"]), np.int64, "r", shape=(r["docs"],))
+                     if r["docs"] else np.zeros(0, np.int64) for r in shards]
+        self._starts = np.array([r["start"] for r in shards], np.int64)
+        self._docs_before = np.array([r["docs_before"] for r in shards], np.int64)
+        self.num_docs = info["docs"]
+        self._setup(info["tokens"], seq_len, document_masking, name or split)
+
+    def _take(self, idx: np.ndarray, docs: bool) -> tuple:
+        flat = np.asarray(idx, np.int64).ravel()
+        shard = np.searchsorted(self._starts, flat, "right") - 1
+        toks = np.empty(flat.shape, np.int32)
+        ids = np.empty(flat.shape, np.int32) if docs else None
+        for s in np.unique(shard):  # almost always one shard per batch
+            at = shard == s if len(self._tok) > 1 else slice(None)
+            pos = flat[at]
+            toks[at] = self._tok[s][pos - self._starts[s]]
+            if docs:  # a document that began in an earlier shard has id docs_before - 1
+                ids[at] = self._docs_before[s] + np.searchsorted(self._doc[s], pos, "right") - 1
+        return toks.reshape(idx.shape), (ids.reshape(idx.shape) if docs else None)
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """The whole split as int32 (materialised: for baselines and tests, not for training)."""
+        return np.concatenate([np.asarray(t, np.int32) for t in self._tok])
+
+    @property
+    def doc_ids(self) -> np.ndarray:
+        return self._take(np.arange(self.num_tokens)[None], True)[1][0]
