@@ -266,3 +266,17 @@ def test_large_epochs_use_a_computed_permutation(monkeypatch):
     first = split.train_rows(np.arange(R), seed=1)["inputs"][:, 0]
     assert not np.array_equal(first, np.sort(first))  # shuffled
     np.testing.assert_array_equal(split.train_rows(np.arange(5, 9), seed=1)["inputs"][:, 0], first[5:9])
+
+
+def test_multi_host_process_zero_builds_before_the_barrier(tmp_path, monkeypatch):
+    corpus(tmp_path, rows=False)
+    events, build = [], store.build
+    monkeypatch.setattr(prepare, "_barrier", lambda name: events.append("barrier"))
+    monkeypatch.setattr(store, "build", lambda *a, **k: events.append("build") or build(*a, **k))
+    for index in (1, 0):  # a host-local data dir: process 1 builds its own copy after the barrier
+        monkeypatch.setattr(prepare, "_processes", lambda: (index, 2))
+        build_dataset(cfg_for(tmp_path, tokenizer="byte", store_dir=str(tmp_path / f"host{index}")), 16)
+    assert events == ["barrier", "build", "build", "barrier"]
+    events.clear()
+    build_dataset(cfg_for(tmp_path, tokenizer="byte", store_dir=str(tmp_path / "host0")), 16)
+    assert events == ["barrier"]  # process 0 of a shared store: opened, not rebuilt

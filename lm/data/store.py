@@ -39,7 +39,7 @@ from lm.data.batches import PackedSplit
 log = logging.getLogger(__name__)
 FORMAT = 1
 MANIFEST = "manifest.json"
-VERIFY_BYTES = 256 << 20
+VERIFY_BYTES = 64 << 20
 DTYPES = ("auto", "uint16", "uint32")
 
 
