@@ -280,3 +280,17 @@ def test_multi_host_process_zero_builds_before_the_barrier(tmp_path, monkeypatch
     events.clear()
     build_dataset(cfg_for(tmp_path, tokenizer="byte", store_dir=str(tmp_path / "host0")), 16)
     assert events == ["barrier"]  # process 0 of a shared store: opened, not rebuilt
+
+
+def test_corrupt_workdir_tokenizer_replaced_or_refused(tmp_path):
+    corpus(tmp_path, rows=False)
+    cfg = cfg_for(tmp_path, tokenizer="sentencepiece", vocab_size=300)
+    work = tmp_path / "work"
+    first = build_dataset(cfg, 16, workdir=str(work))
+    (work / "tokenizer" / "spm.model").write_bytes(b"garbage")  # no checkpoint uses it: rebuilt
+    np.testing.assert_array_equal(build_dataset(cfg, 16, workdir=str(work)).tokens("valid"), first.tokens("valid"))
+    (work / "tokenizer" / "spm.model").write_bytes(b"garbage")
+    os.makedirs(work / "checkpoints" / "3")
+    with pytest.raises(ValueError, match="spm.model is not a readable sentencepiece model.*checkpoints") as e:
+        build_dataset(cfg, 16, workdir=str(work))
+    assert "\n" not in str(e.value)

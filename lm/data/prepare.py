@@ -164,6 +164,7 @@ def workdir_tokenizer(workdir: str | None, spec: dict, kind: str) -> Tokenizer |
     used = _has_checkpoints(workdir)
     try:
         meta = saved_meta(saved)
+        tok = load_tokenizer(saved)
     except (FileNotFoundError, ValueError) as e:
         if used:
             raise ValueError(f"{e} (the checkpoints in {workdir} were trained with it)") from None
@@ -171,12 +172,12 @@ def workdir_tokenizer(workdir: str | None, spec: dict, kind: str) -> Tokenizer |
         return None
     old = meta.get("data")
     if old == spec:
-        return load_tokenizer(saved)
+        return tok
     if old is None and used:  # saved by an older lm: no identity to compare, keep using it
         if meta.get("kind") != kind:
             raise ConfigError(f"{saved} holds a {meta.get('kind')} tokenizer but data.tokenizer={kind!r}")
         log.warning("%s has no data identity (saved by an older lm); reusing it", saved)
-        return load_tokenizer(saved)
+        return tok
     if used:
         raise ConfigError(f"{saved} was made for other data settings than this config ("
                           f"{_describe(old, spec) if old else 'unknown'}) and the checkpoints in {workdir} "

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import time
 
@@ -69,17 +70,27 @@ def _sha256_file(path: str) -> str:
 # ----------------------------------------------------------------------------- build
 
 class Progress:
-    """Log lines every `every` seconds: documents, tokens, MB of text read, MB/s, ETA."""
+    """Documents, tokens, MB of text, MB/s and ETA: a tqdm bar on a terminal, and a log line
+    every `every` seconds (INFO) and at the end."""
 
     def __init__(self, label: str, total_bytes: float | None = None, every: float = 10.0):
         self.label, self.total, self.every = label, total_bytes, every
         self.docs = self.tokens = self.chars = 0
         self.t0 = self.last = time.time()
+        try:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=int(total_bytes) if total_bytes else None, unit="B", unit_scale=True,
+                            desc=f"token store {label}", disable=None, leave=False)  # None: only on a tty
+        except ImportError:
+            self.bar = None
 
     def update(self, chars: int, tokens: int, docs: int) -> None:
         self.chars += chars
         self.tokens += tokens
         self.docs += docs
+        if self.bar is not None:
+            self.bar.update(chars)
         if time.time() - self.last >= self.every:
             self.report()
 
@@ -89,6 +100,8 @@ class Progress:
         eta = ""
         if self.total and not done and rate > 0:
             eta = f", ETA {max(self.total / 1e6 - self.chars / 1e6, 0) / rate:.0f}s"
+        if done and self.bar is not None:
+            self.bar.close()
         log.info("token store %s%s: %s docs, %.2fM tokens, %.1f MB of text at %.1f MB/s%s",
                  self.label, " done" if done else "", f"{self.docs:,}", self.tokens / 1e6,
                  self.chars / 1e6, rate, eta)
@@ -267,7 +280,21 @@ class StoredSplit(PackedSplit):
         self.num_docs = info["docs"]
         self._setup(info["tokens"], seq_len, document_masking, name or split)
 
+    RELEASE_EVERY = 1 << 10  # rows; a row maps up to 64 KiB of the file (the kernel maps pages around a fault)
+
+    def _release(self) -> None:
+        """Unmaps the pages read so far from this process (MADV_DONTNEED): they stay in the page
+        cache, but random rows over a large store no longer add up in the process's RSS."""
+        self._rows_read = 0
+        for m in self._tok + self._doc:
+            mm = getattr(m, "_mmap", None)
+            if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+                mm.madvise(mmap.MADV_DONTNEED)
+
     def _take(self, idx: np.ndarray, docs: bool) -> tuple:
+        self._rows_read = getattr(self, "_rows_read", 0) + len(idx)
+        if self._rows_read > self.RELEASE_EVERY:
+            self._release()
         flat = np.asarray(idx, np.int64).ravel()
         shard = np.searchsorted(self._starts, flat, "right") - 1
         toks = np.empty(flat.shape, np.int32)

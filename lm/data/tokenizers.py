@@ -64,7 +64,7 @@ class Tokenizer:
                 try:
                     os.rename(tmp, directory)
                     break
-                except OSError as e:  # the directory exists: move it aside, then try again
+                except OSError:  # the directory exists: move it aside, then try again
                     if not os.path.isdir(directory):
                         raise
                     old = tempfile.mkdtemp(prefix=".tokenizer-old-", dir=parent)
@@ -297,8 +297,13 @@ def load_tokenizer(directory: str) -> Tokenizer:
     if kind == "char":
         return CharTokenizer(meta["chars"], meta.get("with_unk", False))
     if kind == "sentencepiece":
-        with open(os.path.join(directory, _SPM), "rb") as f:
-            return SentencePieceTokenizer(f.read())
+        model = os.path.join(directory, _SPM)
+        try:
+            with open(model, "rb") as f:
+                return SentencePieceTokenizer(f.read())
+        except (OSError, RuntimeError) as e:
+            raise ValueError(f"{model} is not a readable sentencepiece model ({str(e).splitlines()[0] if str(e) else e!r}); "
+                             f"delete {directory} to rebuild it") from None
     if kind == "symbol":
         return SymbolTokenizer(meta["vocab_size"])
     raise ValueError(f"{path}: unknown tokenizer kind {kind!r}")
