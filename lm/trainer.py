@@ -107,6 +107,8 @@ def _check_workdir(workdir: str | None, config) -> None:
         for key, value in new[section].items():
             if section == "model" and key == "vocab_size":  # filled in from the tokenizer
                 continue
+            if section == "data" and key in ("store_dir", "store_verify"):  # where, not what
+                continue
             was = old.get(section, {}).get(key, value)
             if _jsonable(was) != _jsonable(value):
                 raise ConfigError(

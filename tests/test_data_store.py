@@ -294,3 +294,17 @@ def test_corrupt_workdir_tokenizer_replaced_or_refused(tmp_path):
     with pytest.raises(ValueError, match="spm.model is not a readable sentencepiece model.*checkpoints") as e:
         build_dataset(cfg, 16, workdir=str(work))
     assert "\n" not in str(e.value)
+
+
+def test_resume_refuses_another_vocab_size(tmp_path):
+    from lm.config import base_config
+    from lm.trainer import _check_workdir
+
+    config = base_config()
+    config.data.vocab_size = 1000
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    config.data.store_dir = str(tmp_path / "elsewhere")  # where the store lives may change
+    _check_workdir(str(tmp_path), config)
+    config.data.vocab_size = 400
+    with pytest.raises(ConfigError, match="data.vocab_size=1000, not 400"):
+        _check_workdir(str(tmp_path), config)
