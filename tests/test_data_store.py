@@ -243,6 +243,8 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(tmp_path):
         build_dataset(cfg_for(tmp_path, path=str(d / "rows.jsonl")), 8)
     with pytest.raises(ConfigError, match="store_dtype='int8'"):
         build_dataset(cfg_for(tmp_path, path=str(d / "rows.jsonl"), store_dtype="int8"), 8)
+    with pytest.raises(ConfigError, match="data.shard_tokens=0 must be positive"):
+        build_dataset(cfg_for(tmp_path, path=str(d / "rows.jsonl"), shard_tokens=0), 8)
 
 
 def test_sentencepiece_sample_is_drawn_across_the_corpus():

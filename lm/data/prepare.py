@@ -207,6 +207,9 @@ def _store_tokenizer(cfg, source, root: str, spec: dict, from_workdir) -> Tokeni
 # ----------------------------------------------------------------------------- the store
 
 def _prepare(cfg, source, seq_len: int, workdir: str | None, masking: bool) -> tuple:
+    for key in ("shard_tokens", "tokenizer_sample_chars"):
+        if int(cfg[key]) < 1:
+            raise ConfigError(f"data.{key}={cfg[key]} must be positive")
     spec = tokenizer_spec(cfg, source)
     if cfg.tokenizer == "sentencepiece":  # refuse an impossible width before training
         store.dtype_for(spec["vocab_size"], cfg.store_dtype)
