@@ -13,13 +13,14 @@ continues after the last one (re-reading, not re-tokenizing, the source up to th
 
 Read: a split is a token stream (its shards end to end) with document start offsets; rows and
 segment ids are cut from it on the fly (`StoredSplit`, a `batches.PackedSplit`), so a process
-touches only the pages of the rows it reads. Opening checks every file's size; sha256 too when
+reads only the rows it uses. Shards are np.memmap'ed (whole-split access, document offsets);
+rows are read with pread (see `_take`: page-cache reads keep RSS flat, a mapping does not). Opening checks every file's size; sha256 too when
 the store is small (<= VERIFY_BYTES), when a file's mtime differs from the manifest's, or when
 asked (`verify=True`, data.store_verify): a truncated or altered file is a one-line error
 naming it. The sha256 is computed while writing, so a build costs no extra read.
 
 Grain was considered: its value is in multi-worker sampling and record formats; the rows here
-are a slice of a memmap and the state is one integer, so a plain reader is simpler and as fast.
+are slices of a file and the state is one integer, so a plain reader is simpler and as fast.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import mmap
 import os
 import time
 
@@ -275,37 +275,57 @@ class StoredSplit(PackedSplit):
                      for r in shards]
         self._doc = [np.memmap(os.path.join(folder, split, r["doc_file"]), np.int64, "r", shape=(r["docs"],))
                      if r["docs"] else np.zeros(0, np.int64) for r in shards]
+        self._paths = [os.path.join(folder, split, r["file"]) for r in shards]
+        self._dtype, self._itemsize, self._fds = dtype, dtype.itemsize, {}
         self._starts = np.array([r["start"] for r in shards], np.int64)
         self._docs_before = np.array([r["docs_before"] for r in shards], np.int64)
         self.num_docs = info["docs"]
         self._setup(info["tokens"], seq_len, document_masking, name or split)
 
-    RELEASE_EVERY = 1 << 10  # rows; a row maps up to 64 KiB of the file (the kernel maps pages around a fault)
+    MAX_OPEN = 64  # shard files kept open for reading rows
 
-    def _release(self) -> None:
-        """Unmaps the pages read so far from this process (MADV_DONTNEED): they stay in the page
-        cache, but random rows over a large store no longer add up in the process's RSS."""
-        self._rows_read = 0
-        for m in self._tok + self._doc:
-            mm = getattr(m, "_mmap", None)
-            if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-                mm.madvise(mmap.MADV_DONTNEED)
+    def _fd(self, s: int) -> int:
+        fd = self._fds.pop(s, None)
+        if fd is None:
+            if len(self._fds) >= self.MAX_OPEN:
+                os.close(self._fds.pop(next(iter(self._fds))))
+            fd = os.open(self._paths[s], os.O_RDONLY)
+        self._fds[s] = fd  # most recently used last
+        return fd
+
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        """Tokens [lo, hi) of the stream, across shard boundaries."""
+        parts, s = [], int(np.searchsorted(self._starts, lo, "right") - 1)
+        while lo < hi:
+            end = min(hi, int(self._starts[s]) + len(self._tok[s]))
+            data = os.pread(self._fd(s), (end - lo) * self._itemsize, (lo - int(self._starts[s])) * self._itemsize)
+            parts.append(np.frombuffer(data, self._dtype))
+            lo, s = end, s + 1
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _take(self, idx: np.ndarray, docs: bool) -> tuple:
-        self._rows_read = getattr(self, "_rows_read", 0) + len(idx)
-        if self._rows_read > self.RELEASE_EVERY:
-            self._release()
-        flat = np.asarray(idx, np.int64).ravel()
-        shard = np.searchsorted(self._starts, flat, "right") - 1
-        toks = np.empty(flat.shape, np.int32)
-        ids = np.empty(flat.shape, np.int32) if docs else None
-        for s in np.unique(shard):  # almost always one shard per batch
-            at = shard == s if len(self._tok) > 1 else slice(None)
-            pos = flat[at]
-            toks[at] = self._tok[s][pos - self._starts[s]]
-            if docs:  # a document that began in an earlier shard has id docs_before - 1
-                ids[at] = self._docs_before[s] + np.searchsorted(self._doc[s], pos, "right") - 1
-        return toks.reshape(idx.shape), (ids.reshape(idx.shape) if docs else None)
+        # Rows are read with pread, not through the memmap: pages of a mapping count in the
+        # process's RSS (the kernel maps large folios around each fault: 1.1 GB after seconds of
+        # random rows over a 2 GB store), page-cache reads do not.
+        idx = np.asarray(idx, np.int64)
+        toks = np.empty(idx.shape, np.int32)
+        for r, row in enumerate(idx):
+            lo = int(row[0])
+            toks[r] = self._read(lo, int(row[-1]) + 1)[row - lo]
+        ids = None
+        if docs:
+            flat = idx.ravel()
+            shard = np.searchsorted(self._starts, flat, "right") - 1
+            ids = np.empty(flat.shape, np.int32)
+            for s in np.unique(shard):  # a document that began in an earlier shard has id docs_before - 1
+                at = shard == s
+                ids[at] = self._docs_before[s] + np.searchsorted(self._doc[s], flat[at], "right") - 1
+            ids = ids.reshape(idx.shape)
+        return toks, ids
+
+    def __del__(self):
+        for fd in getattr(self, "_fds", {}).values():
+            os.close(fd)
 
     @property
     def tokens(self) -> np.ndarray:
