@@ -310,3 +310,27 @@ def test_resume_refuses_another_vocab_size(tmp_path):
     config.data.vocab_size = 400
     with pytest.raises(ConfigError, match="data.vocab_size=1000, not 400"):
         _check_workdir(str(tmp_path), config)
+
+
+def test_every_file_format_streamed(tmp_path):
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "mixed"
+    d.mkdir()
+    pq.write_table(pa.table({"text": [f"parquet row {i}" for i in range(30)]}), d / "a.parquet")
+    (d / "b.csv").write_text("text,n\n" + "".join(f"csv row {i},{i}\n" for i in range(30)))
+    (d / "c.md").write_text("# markdown\n" * 40)
+    with gzip.open(d / "d.txt.gz", "wt") as f:
+        f.write("gzipped line ✓\n" * 40)
+    ds = build_dataset(cfg_for(tmp_path, path=str(d), tokenizer="char"), 8)
+    text = ds.text("train") + ds.text("valid")
+    assert text == ("".join(f"csv row {i}" for i in range(30)) + "".join(f"parquet row {i}" for i in range(30))
+                    + "# markdown\n" * 40 + "gzipped line ✓\n" * 40)
+    assert ds.tokenizer.decode(np.concatenate([ds.tokens("train"), ds.tokens("valid")])) == text
+    (d / "d.txt.gz").write_bytes((d / "d.txt.gz").read_bytes()[:-12])  # truncated archive
+    with pytest.raises(ValueError, match=f"{d / 'd.txt.gz'}: cannot read past byte .*truncated") as e:
+        build_dataset(cfg_for(tmp_path, path=str(d), tokenizer="char"), 8)
+    assert "\n" not in str(e.value)

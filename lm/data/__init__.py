@@ -1,4 +1,4 @@
-"""Data: sources, tokenizers, packing into rows, resumable iterators.
+"""Data: sources (streamed), tokenizers, the on-disk token store, packing into rows, resumable iterators.
 
     ds = build_dataset(config.data, seq_len=128, workdir=workdir, seed=config.seed)
     it = ds.train_iterator(32, seed=0)           # endless; it.state() / it.restore(state)

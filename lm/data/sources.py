@@ -1,4 +1,6 @@
-"""Text sources: each returns {split: [document, ...]} (documents are str).
+"""Text sources as streams: `open_source(cfg, strict)` -> a `Source` whose `docs(split)` yields
+documents as pieces of text (files of any size, `datasets` streaming for tables and the hub),
+never the whole corpus in memory; `load_text` materialises one (small corpora, tests).
 
 Splits (fixed, deterministic):
 - tinyshakespeare: first 90% / last 10% of the characters (cut at int(0.9 n), nanoGPT's split).
@@ -9,6 +11,9 @@ Splits (fixed, deterministic):
   sha1(relative path) % 20 == 0 (about 5% of files). Each file is a document.
 - files / hf without split files: the trailing documents holding the last 10% of the
   characters are valid; a document straddling the cut is cut at the 90% character mark.
+  (On a stream this takes one extra pass to count the characters, at build time only.)
+- hf: data.hf_name is a hub dataset (streamed, `streaming=True`) or a local dataset directory
+  (e.g. train.jsonl + validation.jsonl), read the same way; splits train / validation / test.
 
 files: data.path is a file, a directory (every supported file under it) or a glob; or split files
 as 'train=GLOB,valid=GLOB[,test=GLOB]', or a directory whose files are named train*/valid*/test*.
