@@ -130,6 +130,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = dict(
         source="stdlib",  # stdlib | tinyshakespeare | enwik8 | files | hf | markov | copy
         path="",  # local file, directory or glob (files); local copy of a named corpus
+        mixture="",  # files only: 'PATH@WEIGHT;PATH@WEIGHT' (instead of path): weighted train rows
         data_dir="",  # cache for downloads; '' means $LM_DATA_DIR or ~/.cache/lm
         hf_name="", hf_config="", text_field="text",  # Hugging Face hub datasets (online only)
         tokenizer="byte",  # byte | char | sentencepiece

@@ -334,3 +334,33 @@ def test_every_file_format_streamed(tmp_path):
     with pytest.raises(ValueError, match=f"{d / 'd.txt.gz'}: cannot read past byte .*truncated") as e:
         build_dataset(cfg_for(tmp_path, path=str(d), tokenizer="char"), 8)
     assert "\n" not in str(e.value)
+
+
+def test_weighted_mixture_of_file_sources(tmp_path, monkeypatch):
+    for name, letter in (("a", "x"), ("b", "y")):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            (tmp_path / name / f"{i}.txt").write_text(f"{letter * 20}\n" * (30 + 10 * i))
+    spec = f"{tmp_path / 'a'}@3;{tmp_path / 'b'}@1"
+    cfg = cfg_for(tmp_path, path="", mixture=spec, tokenizer="char")
+    ds = build_dataset(cfg, 8)
+    assert ds.vocab_size == 3  # one tokenizer: x, y, newline
+    x = ds.tokenizer.encode("x")[0]
+    it = ds.train_iterator(40, seed=0)
+    batches = [next(it) for _ in range(50)]  # 2 periods of 1000 rows
+    rows = np.concatenate([b["inputs"] for b in batches])
+    from_a = (rows == x).any(axis=1)
+    assert from_a.sum() == 1500  # exactly 3:1
+    assert 0.6 < from_a[:40].mean() < 0.9  # interleaved, not in blocks
+    resumed = ds.train_iterator(40, seed=0)
+    resumed.restore(json.loads(json.dumps({**it.state(), "step": 17})))
+    assert equal(next(resumed), batches[17])
+    ev = np.concatenate([b["targets"][b["weights"] > 0] for b in ds.eval_batches("valid", 4)])
+    assert len(ev) == sum(len(p.tokens) - 1 for p in ds._packed["valid"].parts)
+    monkeypatch.setattr(store, "build", lambda *a, **k: pytest.fail("stores not reused"))
+    cfg.mixture = f"{tmp_path / 'a'}@1;{tmp_path / 'b'}@1"  # new weights, same stores
+    assert (np.concatenate([b["inputs"] for b in [next(build_dataset(cfg, 8).train_iterator(1000, seed=0))]])
+            == x).any(axis=1).sum() == 500
+    for bad, message in ((f"{tmp_path}@1", "at least two"), (f"{tmp_path}@x;{tmp_path}@1", "PATH@WEIGHT")):
+        with pytest.raises(ConfigError, match=message):
+            build_dataset(cfg_for(tmp_path, path="", mixture=bad), 8)

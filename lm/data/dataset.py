@@ -115,7 +115,12 @@ def build_dataset(data_cfg, seq_len: int, *, workdir: str | None = None, seed: i
                        copy_eval_rows=max(1, int(cfg.eval_tokens) // seq_len))
     if cfg.tokenizer not in TOKENIZERS:
         raise ConfigError(f"data.tokenizer={cfg.tokenizer!r} is not one of {TOKENIZERS}")
-    source = sources.open_source(cfg, strict=cfg.tokenizer != "byte")
+    if cfg.mixture:
+        from lm.data.mixture import open_mixture
+
+        source = open_mixture(cfg, strict=cfg.tokenizer != "byte")
+    else:
+        source = sources.open_source(cfg, strict=cfg.tokenizer != "byte")
     tok, packed = prepare.prepare_text(cfg, source, seq_len, workdir=workdir, masking=masking)
     return Dataset(cfg.source, tok, seq_len, packed=packed, docs=source, seed=seed)
 

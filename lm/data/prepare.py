@@ -215,33 +215,43 @@ def _prepare(cfg, source, seq_len: int, workdir: str | None, masking: bool) -> t
         store.dtype_for(spec["vocab_size"], cfg.store_dtype)
     root = os.path.join(store_dir(cfg), f"{source.name}-{_hash(spec)}")
     lock = os.path.join(store_dir(cfg), ".locks", os.path.basename(root) + ".lock")
+    parts = getattr(source, "components", None) or [source]  # a mixture: one store per component
     with file_lock(lock):
         existed = os.path.isdir(root)
-        folder = None
+        folders, manifests = [], []
         try:
             tok = _store_tokenizer(cfg, source, root, spec, workdir_tokenizer(workdir, spec, cfg.tokenizer))
             dtype = store.dtype_for(tok.vocab_size, cfg.store_dtype)
-            folder = os.path.join(root, f"tokens-{fingerprint(tok)}-{dtype.name}")
-            identity = {"source": source.identity, "spec": spec, "tokenizer": fingerprint(tok),
-                        "vocab_size": tok.vocab_size}
-            manifest = store.read_manifest(folder, identity)
-            if manifest is None:
-                if os.path.exists(os.path.join(folder, store.MANIFEST)):  # made for other data: rebuild
-                    shutil.rmtree(folder)
-                manifest = store.build(folder, source, tok.encode_corpus, dtype, identity,
-                                       shard_tokens=int(cfg.shard_tokens))
-            store.verify(folder, manifest, full=bool(cfg.store_verify))
+            for part in parts:
+                suffix = "" if part is source else f"-{_hash(part.identity)}"
+                folders.append(os.path.join(root, f"tokens-{fingerprint(tok)}-{dtype.name}{suffix}"))
+                identity = {"source": part.identity, "spec": spec, "tokenizer": fingerprint(tok),
+                            "vocab_size": tok.vocab_size}
+                manifest = store.read_manifest(folders[-1], identity)
+                if manifest is None:
+                    if os.path.exists(os.path.join(folders[-1], store.MANIFEST)):  # made for other data
+                        shutil.rmtree(folders[-1])
+                    manifest = store.build(folders[-1], part, tok.encode_corpus, dtype, identity,
+                                           shard_tokens=int(cfg.shard_tokens))
+                store.verify(folders[-1], manifest, full=bool(cfg.store_verify))
+                manifests.append(manifest)
         except Exception:  # bad input: leave nothing half-written (a kill keeps it, to resume)
             if not existed:
                 shutil.rmtree(root, ignore_errors=True)
-            elif folder and not os.path.exists(os.path.join(folder, store.MANIFEST)):
-                shutil.rmtree(folder, ignore_errors=True)
+            for folder in folders:
+                if not os.path.exists(os.path.join(folder, store.MANIFEST)):
+                    shutil.rmtree(folder, ignore_errors=True)
             raise
     if workdir:
         _save_to_workdir(tok, workdir, spec)
-    splits = {name: store.StoredSplit(folder, manifest, name, seq_len, masking, f"{source.name}/{name}")
-              for name in manifest["splits"]}
-    return tok, splits
+    stored = [{name: store.StoredSplit(folder, m, name, seq_len, masking, f"{part.name}/{name}")
+               for name in m["splits"]} for folder, m, part in zip(folders, manifests, parts)]
+    if len(stored) == 1:
+        return tok, stored[0]
+    from lm.data.mixture import MixtureSplit
+
+    names = [n for n in stored[0] if all(n in s for s in stored)]
+    return tok, {n: MixtureSplit([s[n] for s in stored], source.weights) for n in names}
 
 
 def _save_to_workdir(tok: Tokenizer, workdir: str, spec: dict) -> None:
