@@ -25,6 +25,7 @@ are slices of a file and the state is one integer, so a plain reader is simpler 
 
 from __future__ import annotations
 
+import array
 import hashlib
 import json
 import logging
@@ -117,7 +118,7 @@ class _ShardWriter:
         self.f = open(self.tmp, "wb")
         self.sha = hashlib.sha256()
         self.n = 0
-        self.doc_starts = []
+        self.doc_starts = array.array("q")  # 8 bytes a document (a list would take ~40)
 
     def write(self, ids: np.ndarray, new_doc: bool) -> None:
         if new_doc:
@@ -132,7 +133,7 @@ class _ShardWriter:
         os.fsync(self.f.fileno())
         self.f.close()
         os.replace(self.tmp, os.path.join(self.folder, self.name + ".bin"))
-        docs = np.asarray(self.doc_starts, np.int64).tobytes()
+        docs = np.frombuffer(self.doc_starts, np.int64).tobytes() if self.doc_starts else b""
         atomic_write(os.path.join(self.folder, self.name + ".docs"), docs)
         rec = {"file": self.name + ".bin", "tokens": self.n, "start": self.start, "docs": len(self.doc_starts),
                "docs_before": self.docs_before, "sha256": self.sha.hexdigest(), "doc_file": self.name + ".docs",
