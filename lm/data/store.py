@@ -14,10 +14,12 @@ continues after the last one (re-reading, not re-tokenizing, the source up to th
 Read: a split is a token stream (its shards end to end) with document start offsets; rows and
 segment ids are cut from it on the fly (`StoredSplit`, a `batches.PackedSplit`), so a process
 reads only the rows it uses. Shards are np.memmap'ed (whole-split access, document offsets);
-rows are read with pread (see `_take`: page-cache reads keep RSS flat, a mapping does not). Opening checks every file's size; sha256 too when
-the store is small (<= VERIFY_BYTES), when a file's mtime differs from the manifest's, or when
-asked (`verify=True`, data.store_verify): a truncated or altered file is a one-line error
-naming it. The sha256 is computed while writing, so a build costs no extra read.
+rows are read with pread (see `_take`: page-cache reads keep RSS flat, a mapping does not).
+
+Opening checks every file's size; sha256 too when the store is small (<= VERIFY_BYTES), when a
+file's mtime differs from the manifest's, or when asked (`verify=True`, data.store_verify): a
+truncated or altered file is a one-line error naming it. The sha256 is computed while writing,
+so a build costs no extra read.
 
 Grain was considered: its value is in multi-worker sampling and record formats; the rows here
 are slices of a file and the state is one integer, so a plain reader is simpler and as fast.

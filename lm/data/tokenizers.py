@@ -302,7 +302,8 @@ def load_tokenizer(directory: str) -> Tokenizer:
             with open(model, "rb") as f:
                 return SentencePieceTokenizer(f.read())
         except (OSError, RuntimeError) as e:
-            raise ValueError(f"{model} is not a readable sentencepiece model ({str(e).splitlines()[0] if str(e) else e!r}); "
+            why = str(e).splitlines()[0] if str(e) else repr(e)
+            raise ValueError(f"{model} is not a readable sentencepiece model ({why}); "
                              f"delete {directory} to rebuild it") from None
     if kind == "symbol":
         return SymbolTokenizer(meta["vocab_size"])
