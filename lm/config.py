@@ -182,6 +182,9 @@ def base_config() -> ml_collections.ConfigDict:
         # ((rung, ((dotted.key, value), ...)), ...) ordered by scale: tuples, because a ConfigDict
         # sorts its keys and rejects dotted ones. Build it with lm.experiment.ladder(tiny={...}, ...).
         ladder=(),
+        # Shortest model.max_len that can solve the task at all: shorter rungs are inconclusive
+        # and left out of scaling fits (Markov sources add order + 1 on their own).
+        min_context=0,
     )
     c.lock()
     return c

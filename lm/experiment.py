@@ -36,6 +36,7 @@ from importlib import metadata
 import ml_collections
 
 from lm import archive
+from lm.scaling import records as scaling_records
 from lm.config import ConfigError, config_hash, set_dotted
 
 METRICS = ("loss", "bits_per_byte", "perplexity", "accuracy", "excess_bits_per_byte")
@@ -345,6 +346,8 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
         history=summary.get("history", []), final=final, sample=summary.get("sample"),
         metric_value=_num(final.get(e.metric)), surrogate_value=_num(final.get("loss")),
     )
+    # N, D and the schedule, what a scaling fit needs (lm/scaling/records.py).
+    record.update(scaling_records.record_fields(config, summary, record["vocab_size"]))
     try:
         verdict, reason, trend = archive.decide_verdict(record, archive.load_records(archive_dir))
     except Exception as err:  # never lose a finished run to a failing fit

@@ -254,6 +254,20 @@ def count_params(cfg: ModelConfig) -> int:
     return int(sum(math.prod(s) for s in _param_shapes(cfg).values()))
 
 
+def nonembed_params(cfg: ModelConfig) -> float:
+    """N of the scaling laws: parameters active per token, without token/position embeddings
+    and the unembedding (of each MoE layer's experts only top_k of num_experts count)."""
+    n = 0.0
+    for path, shape in _param_shapes(cfg).items():
+        size = math.prod(shape)
+        if "'embed'" in path or "'pos_embed'" in path or "'unembed'" in path:
+            continue
+        if "'moe'" in path and ("'wi'" in path or "'wo'" in path):
+            size *= cfg.moe_top_k / cfg.num_experts
+        n += size
+    return n
+
+
 def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> float:
     """Training FLOPs per token: 6 N + 12 L T d + 6 D V.
 
@@ -264,17 +278,10 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> float:
     attention term is the softmax convention for every kernel.
     """
     t = seq_len or cfg.max_len
-    n = 0.0
-    for path, shape in _param_shapes(cfg).items():
-        size = math.prod(shape)
-        if "'embed'" in path or "'pos_embed'" in path or "'unembed'" in path:
-            continue
-        if "'moe'" in path and ("'wi'" in path or "'wo'" in path):
-            size *= cfg.moe_top_k / cfg.num_experts
-        n += size
+    n = nonembed_params(cfg)
     layers = cfg.num_layers if cfg.kind == "decoder" else cfg.encoder_layers + 2 * cfg.num_layers
     return 6.0 * n + 12.0 * layers * t * cfg.num_heads * cfg.head_size + 6.0 * cfg.d_model * cfg.vocab_size
 
 
 __all__ = ["DecoderLM", "EncoderDecoderLM", "Stack", "build_model", "init_cache", "aux_loss",
-           "count_params", "flops_per_token"]
+           "count_params", "flops_per_token", "nonembed_params"]

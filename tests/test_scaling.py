@@ -62,3 +62,24 @@ def test_two_points_fix_the_floor_at_zero():
 def test_crossing_far_beyond_float_range_is_no_crossing():
     flat = scaling.Trend(floor=0.0, a=1.0, b=1e-5, c0=1e10, n=3)
     assert flat.crossing(0.5) is None and flat.crossing(2.0) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# What a fit reads from records (lm/scaling/records.py): new fields, and derived for old records.
+
+def test_old_record_fields_are_derived_from_config_and_flops():
+    import json
+    import os
+
+    from lm.scaling import records
+
+    path = os.path.join(os.path.dirname(__file__), "..", "experiments", "archive",
+                        "20261121-201440-emergence_copy-r3-b86c59.json")
+    rec = json.load(open(path))
+    assert "num_params_nonembed" not in rec  # an old record
+    assert records.n_params(rec) == pytest.approx(24 * 32 * 32 + 28 * 32)  # 2 layers, width 32
+    assert records.tokens(rec) == 300 * 32 * 16
+    assert records.schedule(rec) == dict(name="cosine", warmup_steps=20, steps=300, min_lr_ratio=0.1)
+    assert records.incapable(rec) is None
+    ctx2 = dict(config=dict(model=dict(max_len=2), data=dict(source="markov", markov_order=3)))
+    assert "shorter" in records.incapable(ctx2)
