@@ -33,6 +33,9 @@ import warnings
 import numpy as np
 
 from lm import scaling
+from lm.scaling import backtest as backtest_mod
+from lm.scaling import forecast
+from lm.scaling import records as scaling_records
 
 SCHEMA = "lm.record/1"
 DEFAULT_ARCHIVE = os.path.join("experiments", "archive")
@@ -163,9 +166,15 @@ def _finite(x) -> bool:
 
 
 def series_points(records: list[dict]) -> list[dict]:
-    """The latest usable record per (rung, scale overrides), sorted by training compute."""
+    """The latest usable record per (rung, scale overrides), sorted by training compute.
+
+    A redesigned ladder retires the old rungs: only rungs of the newest record's ladder count
+    (records without a ladder keep every rung)."""
     latest = {}
+    current = next((r.get("ladder") for r in reversed(records) if r.get("ladder")), None)
     for r in records:
+        if current and r.get("rung") not in current:
+            continue
         if r.get("verdict") == "broken" or not _finite(r.get("metric_value")):
             continue
         if not _finite(r.get("train_flops")) or r["train_flops"] <= 0:
@@ -181,17 +190,27 @@ def eval_noise(record: dict) -> float:
     return float(np.std(vals[-3:])) if len(vals) >= 2 else 0.0
 
 
-def trend_of(points: list[dict], *, target_compute=None, samples: int = 100) -> dict | None:
-    """lm.scaling.predict over a series' points (None with fewer than two distinct computes)."""
+def trend_of(points: list[dict], *, target: dict | None = None, target_compute=None,
+             samples: int = 100) -> dict | None:
+    """The series' forecast (lm.scaling.forecast: L(N, D) on every eval point, sigmoid link,
+    crossing, phase changes); None when it cannot be fitted. Records without N and D
+    (hand-made, foreign) fall back to the compute-only fit L(C) of lm.scaling.compute.
+    target: {n, d, compute} of a run about to start (predicted as "at")."""
+    if points and all(scaling_records.n_params(p) and scaling_records.tokens(p) for p in points):
+        return forecast.forecast(points, target=target, samples=samples)
     pts = [p for p in points if _finite(p.get("surrogate_value"))]
     if len({p["train_flops"] for p in pts}) < 2:
         return None
     crit = pts[-1]["criterion"]
     noise = max(eval_noise(p) for p in pts)
-    return scaling.predict([p["train_flops"] for p in pts], [p["surrogate_value"] for p in pts],
-                           [p["metric_value"] for p in pts], threshold=crit["threshold"],
-                           lower_is_better=lower_is_better(crit["comparator"]), noise=noise,
-                           target_compute=target_compute, samples=samples)
+    if target_compute is None and target:
+        target_compute = target.get("compute")
+    out = scaling.predict([p["train_flops"] for p in pts], [p["surrogate_value"] for p in pts],
+                          [p["metric_value"] for p in pts], threshold=crit["threshold"],
+                          lower_is_better=lower_is_better(crit["comparator"]), noise=noise,
+                          target_compute=target_compute, samples=samples)
+    out.update(kind="L(C)", unpredictable=False)
+    return out
 
 
 def decide_verdict(record: dict, archive: list[dict]) -> tuple[str, str, dict | None]:
@@ -204,9 +223,13 @@ def decide_verdict(record: dict, archive: list[dict]) -> tuple[str, str, dict | 
         return "failed", f"{metric} is {value} (not finite: the run diverged)", None
     if meets(value, crit["comparator"], crit["threshold"]):
         return "passed", f"{metric} = {value:.4g} {target}", None
+    incapable = scaling_records.incapable(record)
+    if incapable:
+        return "inconclusive", (f"{metric} = {value:.4g} misses {target}, but this rung cannot meet "
+                                f"it at any size ({incapable}); left out of the scaling fits"), None
     key = series_key(record)
     same = [r for r in archive if series_key(r) == key and r.get("id") != record.get("id")]
-    points = series_points(same + [record])
+    points = [p for p in series_points(same + [record]) if not scaling_records.incapable(p)]
     missed = f"{metric} = {value:.4g} misses {target}"
     if len({p["train_flops"] for p in points}) < 2:
         return "inconclusive", f"{missed}; only one rung of this series so far: no trend yet", None
@@ -220,10 +243,12 @@ def decide_verdict(record: dict, archive: list[dict]) -> tuple[str, str, dict | 
     if gain < 0:
         return "inverse", f"{missed}; worse with scale: {span}", None
     trend = trend_of(points)
-    if trend is not None and not trend["no_trend"]:
+    if trend is None:
+        return "inconclusive", (f"{missed}; improves {span}, but the rungs give too few usable eval "
+                                "points for a scaling fit"), None
+    if trend.get("unpredictable") or not trend["no_trend"]:
         return "not_yet", f"{missed}; improves with scale {span}; {trend['reason']}", trend
-    why = trend["reason"] if trend else "no trend"
-    return "failed", f"{missed}; improves {span} but {why}", trend
+    return "failed", f"{missed}; improves {span} but {trend['reason']}", trend
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +373,9 @@ def predictions_table(records: list[dict]) -> str:
 
 
 def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
-    """PNG: criterion metric and loss vs training compute, threshold, trend, interval, crossing."""
+    """PNG: the criterion metric (left) and the surrogate loss (right) against training compute:
+    every rung's eval curve, the fitted law along each run and extrapolated along the ladder
+    with its 80% band, the loss the criterion needs, the predicted crossing."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -359,54 +386,63 @@ def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
         return None
     crit = points[-1]["criterion"]
     trend = trend_of(points)
-    c = np.array([p["train_flops"] for p in points])
     fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(11, 4.2))
-    ax_m.plot(c, [p["metric_value"] for p in points], "o-", color="C0")
     ax_m.axhline(crit["threshold"], color="C3", ls="--", label=f"threshold {crit['comparator']} "
                  f"{crit['threshold']}")
-    ax_l.plot(c, [p["surrogate_value"] for p in points], "o", color="C1", label="valid loss")
-    for p in points:
-        ax_m.annotate(p["rung"], (p["train_flops"], p["metric_value"]), textcoords="offset points",
-                      xytext=(4, 4), fontsize=8)
-        ax_l.annotate(p["rung"], (p["train_flops"], p["surrogate_value"]), textcoords="offset points",
-                      xytext=(4, 4), fontsize=8)
+    law = (trend or {}).get("law")
+    law = forecast.law_mod.Law(**law) if law else None
+    for i, p in enumerate(points):
+        run = forecast.run_of(p)
+        color = f"C{i % 10}"
+        if run is None or not _finite(run.compute):
+            ax_m.plot([p["train_flops"]], [p["metric_value"]], "o", color=color, label=p["rung"])
+            ax_l.plot([p["train_flops"]], [p["surrogate_value"]], "o", color=color, label=p["rung"])
+            continue
+        c = run.compute * run.d / run.d_final
+        ax_m.plot(c, run.metric, ".-", color=color, alpha=0.6, label=p["rung"])
+        tag = " (excluded)" if run.excluded else ""
+        ax_l.plot(c[run.usable], run.loss[run.usable], "o", color=color, ms=4, label=p["rung"] + tag)
+        ax_l.plot(c[~run.usable], run.loss[~run.usable], "o", mfc="none", color=color, ms=4)
+        if law is not None and not run.excluded:
+            ax_l.plot(c, law(np.full(run.d.shape, run.n), run.d), "-", color=color, alpha=0.5)
         pred = (p.get("prediction") or {}).get("at")
         if pred and _finite(pred.get("surrogate")):
             band = pred.get("surrogate_interval") or [pred["surrogate"]] * 2
             ax_l.errorbar([p["train_flops"]], [pred["surrogate"]],
                           yerr=[[pred["surrogate"] - band[0]], [band[1] - pred["surrogate"]]],
-                          fmt="x", color="C2", capsize=3, label="predicted before the run")
-            if _finite(pred.get("metric")):
-                ax_m.plot([p["train_flops"]], [pred["metric"]], "x", color="C2",
-                          label="predicted before the run")
-    text = "no trend (fewer than two rungs)"
+                          fmt="x", color="k", capsize=3, label="predicted before the run")
+    text = "no trend (too few rungs or eval points)"
     if trend is not None:
-        t = scaling.Trend(**trend["trend"])
-        hi = max(c.max() * 10, (trend["compute_at_threshold"] or 0) * 2)
-        grid = np.geomspace(c.min() / 2, hi, 200)
-        ax_l.plot(grid, t(grid), "-", color="C1", alpha=0.7,
-                  label=f"fit {t.floor:.3g} + {t.a:.3g}(C/{t.c0:.2g})^-{t.b:.2f}")
-        band = _trend_band(points, trend, grid)
-        if band is not None:
-            ax_l.fill_between(grid, band[0], band[1], color="C1", alpha=0.15, label="80% bootstrap")
-        if trend["target_surrogate"] is not None:
+        curve = trend.get("ladder_curve")
+        if curve:
+            ax_l.plot(curve["compute"], curve["loss"], "k-", lw=1, label=trend.get("law_text", "law"))
+            ax_l.fill_between(curve["compute"], curve["lo"], curve["hi"], color="k", alpha=0.1,
+                              label="80% bootstrap (floor free or 0)")
+        elif "trend" in trend:  # compute-only fit of records without N, D
+            t = scaling.Trend(**trend["trend"])
+            grid = np.geomspace(points[0]["train_flops"] / 2, points[-1]["train_flops"] * 10, 100)
+            ax_l.plot(grid, t(grid), "k-", lw=1, label="L(C) fit")
+        if trend.get("target_surrogate") is not None:
             ax_l.axhline(trend["target_surrogate"], color="C3", ls="--", label="loss the criterion needs")
-        x = trend["compute_at_threshold"]
-        if x:
+        x = trend.get("compute_at_threshold")
+        if trend.get("unpredictable"):
+            text = "unpredictable (phase change)"
+        elif x:
             for ax in (ax_m, ax_l):
                 ax.axvline(x, color="C2", ls=":")
-            text = f"predicted to pass at {x:.3g} FLOPs"
-            if trend["interval"]:
-                text += f" [{trend['interval'][0]:.2g}, {trend['interval'][1]:.2g}]"
+            iv = trend.get("interval")
+            text = f"predicted to pass at {x:.3g} FLOPs" + (
+                f" [{iv[0]:.2g}, {iv[1]:.2g}]" if iv else "")
         else:
             text = "no trend"
-    for ax, ylabel in ((ax_m, f"{crit['split']} {crit['metric']}"), (ax_l, f"{crit['split']} loss")):
+    for ax, ylabel in ((ax_m, f"{crit['split']} {crit['metric']}"),
+                       (ax_l, f"{crit['split']} {(trend or {}).get('surrogate', 'loss')}")):
         ax.set_xscale("log")
-        ax.set_xlabel("training compute (FLOPs)")
+        ax.set_xlabel("training compute (FLOPs) at the evaluation")
         ax.set_ylabel(ylabel)
         handles, labels = ax.get_legend_handles_labels()
         uniq = dict(zip(labels, handles))
-        ax.legend(uniq.values(), uniq.keys(), fontsize=7)
+        ax.legend(uniq.values(), uniq.keys(), fontsize=6)
     fig.suptitle(f"{_series_name(key)}: {text}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -414,26 +450,70 @@ def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
     return trend
 
 
-def _trend_band(points, trend, grid, samples: int = 50):
-    """10-90% band of refitted trends (same parametric bootstrap as lm.scaling.predict)."""
-    t = scaling.Trend(**trend["trend"])
-    c = np.array([p["train_flops"] for p in points])
-    s = np.array([p["surrogate_value"] for p in points])
-    dof = max(c.size - (2 if t.floor_fixed else 3), 1)
-    sigma = max(float(np.sqrt(np.sum((s - t(c)) ** 2) / dof)), max(eval_noise(p) for p in points),
-                0.01 * float(np.mean(np.abs(s))))
-    rng = np.random.default_rng(0)
-    curves = []
-    for _ in range(samples):
-        try:
-            f = scaling.fit_trend(c, np.maximum(t(c) + rng.normal(0, sigma, c.size), 1e-9),
-                                  fix_floor=0.0 if t.floor_fixed else None, start=t)
-        except ValueError:
+def backtests(records: list[dict], experiment: str | None = None, samples: int = 60) -> list[tuple]:
+    """[(series key, rows)] for every series with enough rungs (lm.scaling.backtest)."""
+    out = []
+    for key, recs in group_series(records).items():
+        if experiment and key[0] != experiment:
             continue
-        curves.append(f(grid))
-    if not curves:
-        return None
-    return np.percentile(np.array(curves), [10, 90], axis=0)
+        rows = backtest_mod.backtest(series_points(recs), samples=samples)
+        if rows:
+            out.append((key, rows))
+    return out
+
+
+def format_backtests(results: list[tuple]) -> str:
+    """Markdown: per series its backtest table, then the summary against the goals."""
+    parts, every = [], []
+    for key, rows in results:
+        parts += [f"### {_series_name(key)}", "", backtest_mod.format_rows(rows, key[1]), "",
+                  backtest_mod.format_summary(backtest_mod.summarize(rows)), ""]
+        every += rows
+    if not results:
+        return "No series has three or more capable rungs with N and D: nothing to backtest.\n"
+    parts += ["### All series together", "", backtest_mod.format_summary(backtest_mod.summarize(every)), ""]
+    return "\n".join(parts)
+
+
+def plot_backtests(results: list[tuple], path: str) -> None:
+    """PNG: predicted vs actual held-out loss with 80% intervals, by extrapolation factor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_e, ax_p) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, (key, rows) in enumerate(results):
+        ok = [r for r in rows if "loss_err_pct" in r]
+        if not ok:
+            continue
+        f = np.array([r["factor"] for r in ok])
+        err = np.array([r["loss_err_pct"] for r in ok])
+        lo = np.array([100 * (r["interval"][0] - r["actual_loss"]) / r["actual_loss"] for r in ok])
+        hi = np.array([100 * (r["interval"][1] - r["actual_loss"]) / r["actual_loss"] for r in ok])
+        ax_e.errorbar(f, err, yerr=[err - lo, hi - err], fmt="o", color=f"C{i}", capsize=3,
+                      label=_series_name(key))
+        ax_p.plot([r["actual_loss"] for r in ok], [r["pred_loss"] for r in ok], "o", color=f"C{i}",
+                  label=_series_name(key))
+    for y in (-3, 3):
+        ax_e.axhline(y, color="C2", ls=":", lw=1)
+    for y in (-8, 8):
+        ax_e.axhline(y, color="C3", ls=":", lw=1)
+    ax_e.axhline(0, color="k", lw=0.5)
+    ax_e.set_xscale("log")
+    ax_e.set_xlabel("extrapolation (held-out compute / largest fitted)")
+    ax_e.set_ylabel("predicted - actual loss (%), 80% interval")
+    lims = ax_p.get_xlim()
+    ax_p.plot(lims, lims, "k-", lw=0.5)
+    ax_p.set_xlabel("actual held-out loss")
+    ax_p.set_ylabel("predicted loss")
+    for ax in (ax_e, ax_p):
+        ax.legend(fontsize=7)
+    fig.suptitle("backtest: each larger rung predicted from smaller ones (goals: 3% next rung, 8% at 8x)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def report(records: list[dict], out_dir: str) -> str:
@@ -458,6 +538,13 @@ def report(records: list[dict], out_dir: str) -> str:
             parts.append(f"- **{_series_name(key)}**: {status} ![]({os.path.basename(png)})")
         else:
             parts.append(f"- **{_series_name(key)}**: {status}")
+    results = backtests(records)
+    parts += ["", "## Backtest: each larger rung predicted from the smaller ones", "",
+              "Goals: next-rung loss within 3%, 8x extrapolation within 8%, crossing compute within "
+              "x2, 80% intervals covering at least 70% of held-out truths.", "", format_backtests(results)]
+    if results:
+        plot_backtests(results, os.path.join(out_dir, "backtest.png"))
+        parts.append("![](backtest.png)")
     text = "\n".join(parts) + "\n"
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write(text)

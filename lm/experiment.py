@@ -404,7 +404,8 @@ def make_prediction(parent: dict, config, records: list[dict]) -> dict | None:
     compute = estimate_compute(config, parent)
     same = [r for r in records if archive.series_key(r) == archive.series_key(parent)]
     points = archive.series_points(same)
-    trend = archive.trend_of(points, target_compute=compute) if compute else archive.trend_of(points)
+    target = scaling_records.target_of(config, parent, compute)
+    trend = archive.trend_of(points, target=target, target_compute=compute)
     if trend is None:
         return None
     trend.update(made=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), from_records=[p["id"] for p in points],

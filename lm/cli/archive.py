@@ -4,10 +4,13 @@
     lm archive show ID [--json]
     lm archive rerun (ID | --status=not_yet) --rung=next|NAME [--set key=value ...]
     lm archive report [--out=DIR]
+    lm archive backtest [EXPERIMENT]
 
 rerun stores, before training, what the archive's trend predicts for the new rung; the new
 record names the old one as its parent. With --status, each series (experiment + variant) is
 rerun once, from its largest-compute record if that record has the status.
+backtest holds out each larger rung of every series (or of EXPERIMENT), predicts it from the
+smaller ones and prints the errors, interval coverage and crossing factors (lm/scaling).
 """
 
 import json
@@ -52,7 +55,7 @@ def rerun_targets(records, status):
 
 
 def main(argv):
-    if len(argv) < 2 or argv[1] not in ("list", "show", "rerun", "report"):
+    if len(argv) < 2 or argv[1] not in ("list", "show", "rerun", "report", "backtest"):
         raise SystemExit(USAGE)
     cmd, args = argv[1], argv[2:]
     records = archive.load_records(FLAGS.archive)
@@ -87,6 +90,13 @@ def main(argv):
             print(out)
             failed += record["verdict"] == "broken"
         return 1 if failed else 0
+    elif cmd == "backtest":
+        if len(args) > 1:
+            raise SystemExit("usage: lm archive backtest [EXPERIMENT]")
+        name = args[0] if args else FLAGS.experiment
+        if name and not any(r.get("experiment") == name for r in records):
+            raise SystemExit(f"lm archive backtest: no records of experiment {name!r} in {FLAGS.archive}")
+        print(archive.format_backtests(archive.backtests(records, name)))
     else:
         text = archive.report(records, FLAGS.out)
         print(text)

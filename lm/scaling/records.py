@@ -88,3 +88,13 @@ def incapable(rec: dict) -> str | None:
     if need and _finite(have) and have < need:
         return f"context {have} is shorter than the {need} tokens the task needs"
     return None
+
+
+def target_of(config, parent: dict, compute: float | None) -> dict | None:
+    """{n, d, compute} of a run about to start (a rerun's prediction target); None if unknown."""
+    fields = record_fields(config, {}, parent.get("vocab_size"))
+    t = config.train
+    d = float(t.steps * t.batch_size * t.grad_accum * config.model.max_len)
+    if not fields["num_params_nonembed"]:
+        return None
+    return dict(n=float(fields["num_params_nonembed"]), d=d, compute=compute)
