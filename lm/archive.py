@@ -508,7 +508,8 @@ def plot_backtests(results: list[tuple], path: str) -> None:
     ax_p.set_xlabel("actual held-out loss")
     ax_p.set_ylabel("predicted loss")
     for ax in (ax_e, ax_p):
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.suptitle("backtest: each larger rung predicted from smaller ones (goals: 3% next rung, 8% at 8x)",
                  fontsize=10)
     fig.tight_layout()

@@ -13,8 +13,9 @@
    points within rungs, half the refits with a free floor and half without; "never within
    100x" is the share of refits that do not cross below 100 x the largest rung's compute.
 5. Phase change: a jump of an accuracy-like metric between consecutive evals of one run (at
-   least a quarter of its range across the series) that the law + link predict less than half
-   of means the metric is not a smooth function of the trend: "unpredictable", no number.
+   least a quarter of its range across the series) that the law + link (the link fitted on the
+   other rungs) predict less than half of means the metric is not a smooth function of the
+   trend: "unpredictable", no number.
 """
 
 from __future__ import annotations
@@ -180,7 +181,15 @@ def phase_changes(runs: list[Run], law, link, *, min_gap: float = 0.5) -> list[d
     span = float(np.ptp(allm))
     out = []
     for r in runs:
-        pred = link(law(np.full(r.d.shape, r.n), r.d))
+        # the link from the other rungs: fitted on r's own points, a steep sigmoid would
+        # "explain" r's jump after the fact
+        others = [o for o in runs if o is not r]
+        own = link
+        if len(others) >= 2:
+            own = link_mod.fit_link(np.concatenate([o.loss for o in others]),
+                                    np.concatenate([o.metric for o in others]),
+                                    loss_like=False, chance=link.p[0]) or link
+        pred = own(law(np.full(r.d.shape, r.n), r.d))
         for i in range(1, r.step.size):
             jump = r.metric[i] - r.metric[i - 1]
             if not math.isfinite(jump) or abs(jump) < max(JUMP * span, 0.05):
@@ -266,7 +275,8 @@ def forecast(records: list[dict], *, target: dict | None = None, samples: int = 
         arr = np.array(b_s)
         out["p_cross"] = float(np.mean(np.isfinite(arr)))
         out["p_never_100x"] = float(np.mean(arr > NEVER_FACTOR))
-        lo, hi = np.percentile(arr, [10, 90])
+        lo, hi = np.percentile(np.minimum(arr, 1e300), [10, 90])  # inf (never) stays last
+        lo, hi = (math.inf if v >= 1e300 else v for v in (lo, hi))
         out["interval"] = [float(lo * dirn.c_top), float(hi * dirn.c_top)]  # inf: never
     if s_main is not None:
         nn, dd, cc = dirn.at(s_main)

@@ -5,7 +5,8 @@ sigmoid with the chance level as its floor (as the AI2 model ladders do):
 
     metric = lo + (hi - lo) * sigmoid(-k (L - L0)),   lo = chance, lo < hi <= 1, k > 0,
 
-fitted by least squares on all (surrogate, metric) pairs of the series. Loss-like metrics
+fitted by least squares on all (surrogate, metric) pairs of the series (hi fixed at 1 until the
+data pass the midpoint: a ceiling the data have not approached is not identified). Loss-like metrics
 (loss, bits per byte, excess bits per byte, perplexity) are affine in the loss on one data set,
 so they get a straight line (identity when the metric is the loss itself).
 """
@@ -47,7 +48,7 @@ class Link:
         lo, hi, k, l0 = self.p
         if lower_is_better or not (lo < threshold < hi) or k <= 0:
             return None  # the sigmoid rises as the loss falls: it meets >= thresholds below hi
-        return l0 - math.log((hi - lo) / (threshold - lo) - 1.0) / k
+        return l0 + math.log((hi - lo) / (threshold - lo) - 1.0) / k
 
     def describe(self) -> str:
         if self.kind == "linear":
@@ -73,9 +74,12 @@ def fit_link(loss, metric, *, loss_like: bool, chance: float = 0.0) -> Link | No
 
     lo = float(min(chance, m.min()))
     top = max(1.0, float(m.max()))
+    # The ceiling is only identified once the data pass the sigmoid's midpoint; before that
+    # it is fixed at a perfect score (1), the usual reading of an accuracy.
+    free_hi = float(m.max()) > 0.5 * (lo + top)
 
     def resid(p):
-        hi, k, l0 = p
+        hi, k, l0 = p if free_hi else (top, *p)
         return Link("sigmoid", (lo, hi, k, l0))(s) - m
 
     best = None
@@ -83,14 +87,16 @@ def fit_link(loss, metric, *, loss_like: bool, chance: float = 0.0) -> Link | No
     for l0 in np.quantile(s, [0.2, 0.5, 0.8]):
         for k in (1.0 / spread, 5.0 / spread):
             p0 = [min(max(float(m.max()), lo + 1e-3), top), k, float(l0)]
+            lb, ub = [lo + 1e-6, 1e-6, s.min() - 10 * spread], [top, 1e4 / spread, s.max() + 10 * spread]
+            if not free_hi:
+                p0, lb, ub = p0[1:], lb[1:], ub[1:]
             try:
-                sol = optimize.least_squares(resid, p0, bounds=([lo + 1e-6, 1e-6, s.min() - 10 * spread],
-                                                                [top, 1e4 / spread, s.max() + 10 * spread]))
+                sol = optimize.least_squares(resid, p0, bounds=(lb, ub))
             except ValueError:
                 continue
             if best is None or sol.cost < best.cost:
                 best = sol
     if best is None:
         return None
-    hi, k, l0 = (float(v) for v in best.x)
+    hi, k, l0 = (float(v) for v in (best.x if free_hi else (top, *best.x)))
     return Link("sigmoid", (lo, hi, k, l0))
