@@ -7,12 +7,14 @@
    Rungs that structurally cannot meet the criterion (records.incapable) are left out.
 2. Step 1: L(N, D) (lm.scaling.law), with and without a free floor.
 3. Step 2: the link from the surrogate to the metric (lm.scaling.link), on all eval pairs.
-4. Crossing: the ladder direction is the line through the rungs' final (log N, log D); along
+4. Interval of a predicted loss: bootstrap refits, the eval scatter of the fit, and the
+   law's miss on the largest rung when fitted without it (`_holdout_miss`).
+5. Crossing: the ladder direction is the line through the rungs' final (log N, log D); along
    it compute grows as C_top * s. The crossing is the cheapest s at which the law, mapped
    through the link, meets the criterion. The interval is a bootstrap over rungs and over eval
    points within rungs, half the refits with a free floor and half without; "never within
    100x" is the share of refits that do not cross below 100 x the largest rung's compute.
-5. Phase change: a jump of an accuracy-like metric between consecutive evals of one run (at
+6. Phase change: a jump of an accuracy-like metric between consecutive evals of one run (at
    least a quarter of its range across the series) that the law + link (the link fitted on the
    other rungs) predict less than half of means the metric is not a smooth function of the
    trend: "unpredictable", no number.
@@ -289,6 +291,10 @@ def forecast(records: list[dict], *, target: dict | None = None, samples: int = 
         sig = max(main.resid, 1e-4)
         vals = np.array([b(tn, td) for b in boots] or [main(tn, td)])
         vals = vals * np.exp(rng.normal(0.0, sig, vals.size))  # the final eval's own scatter
+        miss = _holdout_miss(runs, per_n, tn * td)
+        if miss is not None:  # the law's own misspecification, seen on the top rung
+            out["holdout_miss"] = miss
+            vals = vals * np.exp(rng.normal(0.0, miss["sd"], vals.size))
         lo, hi = np.percentile(vals, [10, 90])
         s_at = float(main(tn, td))
         m_at = float(link(s_at)) if link else None
@@ -298,6 +304,29 @@ def forecast(records: list[dict], *, target: dict | None = None, samples: int = 
                          surrogate_interval=[float(lo), float(hi)], metric=m_at,
                          metric_interval=m_band, passes=bool(passes))
     return out
+
+
+def _holdout_miss(runs: list[Run], per_n: bool, target_nd: float) -> dict | None:
+    """How far the law misses the largest rung when fitted without it (log error e1 at
+    extrapolation f1); for a target f x beyond the largest rung the predictive interval gets an
+    extra log-normal scatter of sd |e1| * max(1, log f / log f1). The bootstrap alone only sees
+    parameter noise, not a law that bends differently beyond the data. Needs three rungs."""
+    if len(runs) < 3:
+        return None
+    top = max(runs, key=lambda r: r.compute)
+    inner = [r for r in runs if r is not top]
+    if not per_n and len({r.n for r in inner}) < 2:
+        return None
+    n, d, y = _fit_points(inner)
+    fl, plain = _fit_both(n, d, y, per_n)
+    law = fl or plain
+    if law is None:
+        return None
+    e1 = float(np.log(law(top.n, top.d_final) / top.final_loss))
+    f1 = top.n * top.d_final / max(r.n * r.d_final for r in inner)
+    f = target_nd / (top.n * top.d_final)
+    scale = max(1.0, math.log(f) / math.log(f1)) if f1 > 1.0 + 1e-9 and f > 1.0 else 1.0
+    return dict(rung=top.name, log_error=e1, factor=float(f1), sd=abs(e1) * scale)
 
 
 def _reason(out, metric, l_star, link, main) -> str:
