@@ -294,6 +294,8 @@ def format_show(r: dict) -> str:
              "final        " + ", ".join(f"{k}={_fmt(v)}" for k, v in (r.get("final") or {}).items()),
              f"scale        params {r.get('num_params')}, FLOPs {_fmt(r.get('train_flops'), '.3e')}, "
              f"tokens {r.get('tokens_seen')}, wall {_fmt(r.get('wall_time'), '.1f')} s",
+             f"fit inputs   N (non-embedding) {_fmt(scaling_records.n_params(r), '.4g')}, "
+             f"D {_fmt(scaling_records.tokens(r), '.4g')}, schedule {scaling_records.schedule(r)}",
              f"config       hash {r.get('config_hash')}, seed {r.get('seed')}, overrides {r.get('overrides')}",
              f"provenance   git {prov.get('git_commit')} dirty={prov.get('git_dirty')}, "
              f"{prov.get('versions')}",

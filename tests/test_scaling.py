@@ -199,7 +199,7 @@ def test_backtest_reports_known_errors():
     link, l_star = link_crossing_at(0.3)  # the top rung (n4) passes, n3 does not
     recs = synth_series(link, final_shift={"n4": 1.10})  # n4's losses 10% above the law
     assert recs[4]["metric_value"] >= 0.9 > recs[3]["metric_value"]
-    rows = backtest.backtest(archive.series_points(recs), samples=20)
+    rows = backtest.backtest(archive.series_points(recs), samples=8)
     assert {(r["rung"], len(r["from_rungs"])) for r in rows} == {
         ("n2", 2), ("n3", 2), ("n3", 3), ("n4", 2), ("n4", 3), ("n4", 4)}
     for r in rows:
@@ -233,3 +233,19 @@ def test_old_records_still_load_list_and_report(tmp_path):
     ctx2 = archive.find_record(recs, "markov_order-ctx2")
     verdict, reason, _ = archive.decide_verdict(ctx2, recs)
     assert verdict == "inconclusive" and "cannot meet" in reason
+
+
+def test_backtest_command(tmp_path):
+    import subprocess
+    import sys
+
+    link, _ = link_crossing_at(0.3)
+    for r in synth_series(link, ns=NS[:3]):
+        archive.write_record(r, str(tmp_path))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cmd = [sys.executable, "-m", "lm", "archive", "backtest", f"--archive={tmp_path}"]
+    ok = subprocess.run(cmd + ["synthetic"], capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0 and "| n2 | n0, n1 | 4 |" in ok.stdout and "coverage" in ok.stdout
+    bad = subprocess.run(cmd + ["nosuch"], capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode != 0 and "no records of experiment 'nosuch'" in bad.stderr
+    assert "Traceback" not in bad.stderr
