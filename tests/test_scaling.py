@@ -249,3 +249,17 @@ def test_backtest_command(tmp_path):
     bad = subprocess.run(cmd + ["nosuch"], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode != 0 and "no records of experiment 'nosuch'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_task_criterion_uses_answer_nll_as_surrogate():
+    assert forecast.metric_keys("task:addition_3/exact_match") == (
+        "eval_task/addition_3/exact_match", "eval_task/addition_3/answer_nll")
+    link, _ = link_crossing_at(4.0)
+    rec = synth_series(link, ns=NS[:1])[0]
+    rec["criterion"] = dict(rec["criterion"], metric="task:addition_3/exact_match")
+    for h in rec["history"]:  # the task's nll is 0.5 below the valid loss
+        h["eval_task/addition_3/answer_nll"] = h["eval_loss"] - 0.5
+        h["eval_task/addition_3/exact_match"] = h.pop("eval_accuracy")
+    run = forecast.run_of(rec)
+    assert run.loss[0] == pytest.approx(rec["history"][0]["eval_loss"] - 0.5)
+    assert run.metric[-1] == rec["history"][-1]["eval_task/addition_3/exact_match"]
