@@ -1,6 +1,7 @@
 """Attention kernels at equal budget: exponential (softmax) vs RBF vs linear vs Performer.
 
-    lm run experiments/attention_kernels.py --rung=w16      # then w24, w32, w40, w48 (~5 CPU min)
+    lm run experiments/attention_kernels.py --rung=w16      # then w24, w32, w40, w48 (~8 CPU min)
+    lm archive rerun <w48 record id> --rung=next            # w64, with the prediction stored first
     lm run experiments/attention_kernels.py --rung=w16 --set model.kernel=linear
     lm archive report     # one series per kernel (the --set is the variant)
 
@@ -39,5 +40,5 @@ def get_config(arg=None):
     # Width grows at a fixed 20 tokens per parameter with a constant learning rate (after
     # warmup), so L(N, D) fits (lm/scaling) can use every evaluation past 15% of each run.
     c.experiment.ladder = ladder(w16=rung(16), w24=rung(24), w32=rung(32), w40=rung(40),
-                                 w48=rung(48))
+                                 w48=rung(48), w64=rung(64))
     return apply_rung(c, arg)

@@ -28,7 +28,8 @@ def get_config(arg=None):
         hypothesis=("With a context longer than the source's order k, a small transformer reaches "
                     "the exact entropy rate of a k-th order Markov source within 0.05 bits/symbol; "
                     "with a shorter context it cannot, at any size."),
-        metric="excess_bits_per_byte", comparator="<=", threshold=0.05, split="valid")
+        metric="excess_bits_per_byte", comparator="<=", threshold=0.05, split="valid",
+        min_context=4)  # k = 3 previous symbols + the one predicted: ctx2 cannot
     c.experiment.ladder = ladder(
         ctx2={"model.max_len": 2, "train.steps": 300},
         tiny={"model.max_len": 32, "model.d_model": 32, "train.steps": 150},
