@@ -486,7 +486,7 @@ def plot_backtests(results: list[tuple], path: str) -> None:
 
     fig, (ax_e, ax_p) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, (key, rows) in enumerate(results):
-        ok = [r for r in rows if "loss_err_pct" in r]
+        ok = [r for r in rows if "loss_err_pct" in r and not r["unpredictable"]]  # phase changes apart
         if not ok:
             continue
         f = np.array([r["factor"] for r in ok])
@@ -512,8 +512,8 @@ def plot_backtests(results: list[tuple], path: str) -> None:
     for ax in (ax_e, ax_p):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.suptitle("backtest: each larger rung predicted from smaller ones (goals: 3% next rung, 8% at 8x)",
-                 fontsize=10)
+    fig.suptitle("backtest: each larger rung predicted from smaller ones (goals: 3% next rung, 8% at 8x;"
+                 " forecasts flagged as phase changes not shown)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -534,7 +534,8 @@ def report(records: list[dict], out_dir: str) -> str:
         png = os.path.join(out_dir, f"{name}.png")
         trend = plot_series(key, recs, png)
         if trend is None:
-            status = "no trend yet (fewer than two rungs with a result)"
+            status = ("no forecast yet: fewer than two capable rungs, or too few usable evaluations "
+                      "for L(N, D) (a decaying-schedule rung gives only its final one)")
         else:
             status = trend["reason"]
         if os.path.exists(png):

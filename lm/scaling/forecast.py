@@ -273,7 +273,10 @@ def forecast(records: list[dict], *, target: dict | None = None, samples: int = 
         compute_at_threshold=None, interval=None, p_cross=0.0, p_never_100x=1.0,
         unpredictable=bool(jumps), phase_changes=jumps, ladder_curve=ladder_curve,
     )
-    if b_s:
+    n_par = (0 if per_n else 2) + 2 + (1 if main.floor else 0)
+    exact = y.size <= n_par  # as many parameters as points: resampling cannot move the fit
+    out["exactly_determined"] = bool(exact)
+    if b_s and not exact:
         arr = np.array(b_s)
         out["p_cross"] = float(np.mean(np.isfinite(arr)))
         out["p_never_100x"] = float(np.mean(arr > NEVER_FACTOR))
@@ -344,6 +347,10 @@ def _reason(out, metric, l_star, link, main) -> str:
         return (f"no trend: {out['law_text']} stays above the loss {l_star:.4g} the criterion "
                 f"needs within {S_GRID[-1]:.0f}x the largest rung")
     iv = out["interval"]
+    if out.get("exactly_determined"):
+        return (f"{out['kind']} crosses at about {out['compute_at_threshold']:.3g} FLOPs; exactly "
+                f"determined by {out['points']} points: no interval (more rungs or a constant-LR "
+                "schedule with intermediate evals would give one)")
     text = (f"{out['kind']} crosses at about {out['compute_at_threshold']:.3g} FLOPs "
             f"({out['compute_at_threshold'] / out['direction']['c_top']:.2g}x the largest rung)")
     if iv:
