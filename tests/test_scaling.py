@@ -208,6 +208,7 @@ def test_backtest_reports_known_errors():
             expected = 100 * (1 / 1.10 - 1) if r["rung"] == "n4" else 0.0
             assert r["loss_err_pct"] == pytest.approx(expected, abs=0.3)
             assert r["covered"] == (r["rung"] != "n4")  # exact data: a narrow interval
+    assert all("crossing_factor" not in r for r in rows if r["rung"] != "n4")  # scored once
     cross = [r for r in rows if r["rung"] == "n4" and len(r["from_rungs"]) == 3]
     assert cross[0]["crossing_factor"] == pytest.approx(true_crossing(l_star) / recs[4]["train_flops"], rel=0.1)
     s = backtest.summarize(rows)

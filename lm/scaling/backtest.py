@@ -5,8 +5,9 @@ third on is held out and predicted from each prefix of the smaller rungs (at lea
 "next rung" when the prefix ends just below h, "extrapolation" x C_h / C_prefix_top otherwise.
 Per prediction: loss error % (predicted final surrogate vs what the run got), whether the 80%
 interval covered it, metric error, and, when some rung passes the criterion but none in the
-prefix does, the crossing factor: predicted crossing compute / compute of the cheapest passing
-rung (an upper bound of the true crossing, so a factor < 1 may still be right).
+prefix does, the crossing factor (on the row holding out the cheapest passing rung): predicted
+crossing compute / that rung's compute (an upper bound of the true crossing, so a factor < 1
+may still be right).
 
 Goals (issue 16): next-rung loss within 3%, 8x extrapolation within 8%, crossing within x2,
 80% intervals covering at least 70% of held-out truths. Predictions flagged "unpredictable
@@ -63,7 +64,9 @@ def backtest(points: list[dict], *, samples: int = 60, seed: int = 0) -> list[di
                        metric_err=(at["metric"] - held.final_metric
                                    if at["metric"] is not None and math.isfinite(held.final_metric) else None))
             prefix_passes = any(_passes(p.get("metric_value"), crit) for p in prefix)
-            if c_pass is not None and not prefix_passes:
+            # a prefix's crossing does not depend on the held-out rung: scored once, on the row
+            # that holds out the cheapest passing rung
+            if c_pass is not None and not prefix_passes and held.compute == c_pass:
                 x = f.get("compute_at_threshold")
                 row["crossing_factor"] = (x / c_pass) if x else math.inf
                 row["actual_crossing"] = c_pass
