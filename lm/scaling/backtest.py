@@ -58,7 +58,7 @@ def backtest(points: list[dict], *, samples: int = 60, seed: int = 0) -> list[di
                 continue
             at = f["at"]
             lo, hi = at["surrogate_interval"]
-            row.update(pred_loss=at["surrogate"], loss_err_pct=100.0 * (at["surrogate"] - held.final_loss)
+            row.update(E=f["law"]["E"], resid=f["law"]["resid"], pred_loss=at["surrogate"], loss_err_pct=100.0 * (at["surrogate"] - held.final_loss)
                        / held.final_loss, covered=bool(lo <= held.final_loss <= hi), interval=[lo, hi],
                        pred_metric=at["metric"], unpredictable=f["unpredictable"],
                        metric_err=(at["metric"] - held.final_metric
@@ -99,6 +99,41 @@ def summarize(rows: list[dict]) -> dict:
         v = out[k]
         met[k] = None if v is None else (v >= goal if k == "coverage" else v <= goal)
     out["met"] = met
+    out["why"] = diagnose(rows) if any(v is False for v in met.values()) else []
+    return out
+
+
+def diagnose(rows: list[dict]) -> list[str]:
+    """Why goals are missed, read off the rows: floor drift, sign of the errors, interval width
+    against the errors, and the fit's own scatter against the errors."""
+    ok = [r for r in rows if "loss_err_pct" in r and not r["unpredictable"]]
+    if not ok:
+        return []
+    out = []
+    err = np.array([r["loss_err_pct"] for r in ok])
+    es = sorted({round(r["E"], 3) for r in ok})
+    if len(es) > 1 and es[-1] - es[0] > 0.1 * max(es[-1], 1e-9):
+        out.append(f"the floor E is not pinned by these rungs: it ranges {es[0]:.3g} to {es[-1]:.3g} "
+                   "across the fitted prefixes")
+    if np.all(err > 0) or np.all(err < 0):
+        out.append(f"every prediction is too {'high' if err[0] > 0 else 'low'}: a systematic bias of "
+                   f"the law on this ladder")
+    elif np.median(np.abs(err)) > 3.0:
+        by_size = sorted(ok, key=lambda r: len(r["from_rungs"]))
+        small = [r["loss_err_pct"] for r in by_size if len(r["from_rungs"]) == 2]
+        large = [r["loss_err_pct"] for r in by_size if len(r["from_rungs"]) > 2]
+        if small and large and np.sign(np.median(small)) != np.sign(np.median(large)):
+            out.append(f"errors change sign as rungs are added (median {np.median(small):+.1f}% from two "
+                       f"rungs, {np.median(large):+.1f}% from more): the law's shape misfits these "
+                       "rungs, not evaluation noise")
+    resid = 100 * float(np.median([r["resid"] for r in ok]))
+    if resid > 0 and np.median(np.abs(err)) > 3 * resid:
+        out.append(f"the fits' own scatter is {resid:.2g}% of the loss: the held-out errors are "
+                   f"{np.median(np.abs(err)) / resid:.0f}x larger, so the miss is extrapolation, not noise")
+    missed = [r for r in ok if not r["covered"]]
+    if len(missed) > 0.3 * len(ok):
+        out.append(f"{len(missed)} of {len(ok)} intervals missed: they hold parameter and evaluation "
+                   "noise and one internal hold-out, not a law that bends differently further out")
     return out
 
 
@@ -137,6 +172,8 @@ def format_summary(s: dict) -> str:
             continue
         shown = f"{100 * v:.0f}%" if k == "coverage" else (f"x{v:.2g}" if k == "crossing_factor" else f"{v:.2f}%")
         lines.append(f"- {name}: {shown}; goal {goal}: {'met' if s['met'][k] else 'NOT met'}")
+    for why in s.get("why", []):
+        lines.append(f"- why: {why}")
     if s["unpredictable"]:
         lines.append(f"- {s['unpredictable']} prediction(s) flagged unpredictable (phase change), not "
                      f"counted above: their loss error is {s['unpredictable_pct']:.3g}% (median |%|): after "
