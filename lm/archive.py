@@ -405,8 +405,9 @@ def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
         tag = " (excluded)" if run.excluded else ""
         ax_l.plot(c[run.usable], run.loss[run.usable], "o", color=color, ms=4, label=p["rung"] + tag)
         ax_l.plot(c[~run.usable], run.loss[~run.usable], "o", mfc="none", color=color, ms=4)
-        if law is not None and not run.excluded:
-            ax_l.plot(c, law(np.full(run.d.shape, run.n), run.d), "-", color=color, alpha=0.5)
+        if law is not None and not run.excluded and run.usable.any():  # over the fitted evals
+            u = run.usable
+            ax_l.plot(c[u], law(np.full(run.d[u].shape, run.n), run.d[u]), "-", color=color, alpha=0.5)
         pred = (p.get("prediction") or {}).get("at")
         if pred and _finite(pred.get("surrogate")):
             band = pred.get("surrogate_interval") or [pred["surrogate"]] * 2
@@ -437,6 +438,9 @@ def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
                 f" [{iv[0]:.2g}, {iv[1]:.2g}]" if iv else "")
         else:
             text = "no trend"
+    losses = [p["surrogate_value"] for p in points if _finite(p.get("surrogate_value")) and p["surrogate_value"] > 0]
+    if losses and max(losses) / min(losses) > 20:  # a loss that collapses (phase change): log scale
+        ax_l.set_yscale("log")
     for ax, ylabel in ((ax_m, f"{crit['split']} {crit['metric']}"),
                        (ax_l, f"{crit['split']} {(trend or {}).get('surrogate', 'loss')}")):
         ax.set_xscale("log")
