@@ -306,8 +306,10 @@ def format_show(r: dict) -> str:
     p = r.get("prediction")
     if p:
         at = p.get("at") or {}
+        band = at.get("surrogate_interval")
+        band = f"[{_fmt(band[0])}, {_fmt(band[1])}]" if band else ""
         lines.append(f"predicted    before the run, from {len(p.get('from_records', []))} records: "
-                     f"loss {_fmt(at.get('surrogate'))} {at.get('surrogate_interval')}, "
+                     f"loss {_fmt(at.get('surrogate'))} {band}, "
                      f"{crit.get('metric')} {_fmt(at.get('metric'))}, passes={at.get('passes')}; "
                      f"{p.get('reason')}")
     if r.get("error"):
