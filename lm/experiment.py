@@ -36,6 +36,7 @@ from importlib import metadata
 import ml_collections
 
 from lm import archive
+from lm.scaling import forecast
 from lm.scaling import records as scaling_records
 from lm.config import ConfigError, config_hash, set_dotted
 
@@ -399,7 +400,7 @@ def estimate_compute(config, parent: dict) -> float | None:
     return float(parent["train_flops"]) * ratio if parent.get("train_flops") else None
 
 
-def make_prediction(parent: dict, config, records: list[dict]) -> dict | None:
+def make_prediction(parent: dict, config, records: list[dict], ahead=()) -> dict | None:
     """What the archive's trend says the run about to start will give (stored before it runs)."""
     compute = estimate_compute(config, parent)
     same = [r for r in records if archive.series_key(r) == archive.series_key(parent)]
@@ -408,6 +409,10 @@ def make_prediction(parent: dict, config, records: list[dict]) -> dict | None:
     trend = archive.trend_of(points, target=target, target_compute=compute)
     if trend is None:
         return None
+    if ahead and "law" in trend:  # the ladder's rungs still to run: which is the cheapest to pass?
+        cands = [dict(rung=name, **t) for name, t in
+                 ((name, scaling_records.target_of(c, parent, None)) for name, c in ahead) if t]
+        trend["rungs_ahead"], trend["cheapest_rung"] = forecast.rungs_ahead(trend, cands)
     trend.update(made=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), from_records=[p["id"] for p in points],
                  rung=config.experiment.rung, estimated_compute=compute)
     return trend
@@ -425,13 +430,18 @@ def rerun(parent: dict, rung: str = "next", *, sets=(), archive_dir: str = archi
     target = next_rung(config, parent["rung"]) if rung == "next" else rung
     all_sets = [f"{k}={v}" for k, v in merged.items()]
     target_config = load_config(path, target, all_sets)
-    prediction = make_prediction(parent, target_config, archive.load_records(archive_dir))
+    names = rungs(config)
+    later = names[names.index(parent["rung"]) + 1:] if parent["rung"] in names else []
+    ahead = [(r, load_config(path, r, all_sets)) for r in later]
+    prediction = make_prediction(parent, target_config, archive.load_records(archive_dir), ahead)
     if prediction:
         at = prediction.get("at") or {}
         print(f"prediction for {parent['experiment']} @ {target}: "
               + (f"loss {at['surrogate']:.4g}, {parent['criterion']['metric']} {at.get('metric')}, "
                  f"passes={at.get('passes')}; " if at else "")
-              + prediction["reason"], file=sys.stderr)
+              + prediction["reason"]
+              + (f"; cheapest rung predicted to pass: {prediction['cheapest_rung']}"
+                 if prediction.get("cheapest_rung") else ""), file=sys.stderr)
     return run(path, target, sets=all_sets, archive_dir=archive_dir, parent=parent["id"],
                prediction=prediction, progress=progress, train_fn=train_fn)
 

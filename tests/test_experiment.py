@@ -132,6 +132,10 @@ def test_rerun_of_not_yet_at_next_rung_links_and_predicts(tiny_file, tmp_path):
     assert r3["parent"] == r2["id"] and r3["rung"] == "m" and os.path.exists(path)
     assert r3["prediction"]["from_records"] == [r1["id"], r2["id"]]
     assert r3["prediction"]["at"]["surrogate"] > 0
+    ahead = r3["prediction"]["rungs_ahead"]  # the ladder's rungs above s, with the forecast
+    assert [a["rung"] for a in ahead] == ["m"] and ahead[0]["surrogate"] == pytest.approx(
+        r3["prediction"]["at"]["surrogate"])
+    assert r3["prediction"]["cheapest_rung"] == ("m" if ahead[0]["passes"] else None)
     assert len(archive.load_records(a)) == 3
 
 

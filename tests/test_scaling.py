@@ -174,6 +174,10 @@ def test_forecast_recovers_the_crossing_within_its_interval():
     lo, hi = f["interval"]
     assert lo <= true <= hi and f["compute_at_threshold"] == pytest.approx(true, rel=0.5)
     assert f["p_never_100x"] < 0.2
+    # the ladder's rungs still to run: the cheapest one past the true crossing is named
+    cands = [dict(rung=f"x{k}", n=NS[-1] * k ** 0.5, d=TPP * NS[-1] * k ** 0.5) for k in (2, 8, 16)]
+    ahead, cheapest = forecast.rungs_ahead(f, cands)
+    assert cheapest == "x8" and [a["passes"] for a in ahead] == [False, True, True]
     # a criterion that needs a loss below the law's floor E = 1: no trend
     flat = [dict(r, criterion=dict(r["criterion"], threshold=0.99999)) for r in recs]
     g = forecast.forecast(flat, samples=10)

@@ -358,3 +358,21 @@ def _reason(out, metric, l_star, link, main) -> str:
         text += f", 80% interval {iv[0]:.3g} to {hi}"
     text += f", P(never within {NEVER_FACTOR}x) = {out['p_never_100x']:.2f}"
     return text
+
+
+def rungs_ahead(f: dict, candidates: list[dict]) -> tuple[list[dict], str | None]:
+    """The forecast at the ladder's rungs still to run ({rung, n, d}, cheapest first): their
+    predicted surrogate and whether the criterion is predicted to hold; and the cheapest rung
+    that holds (None: none of them, or the forecast is unpredictable)."""
+    if not f or "law" not in f:
+        return [], None
+    law = law_mod.Law(**f["law"])
+    l_star = f.get("target_surrogate")
+    out, first = [], None
+    for c in candidates:
+        loss = float(law(c["n"], c["d"]))
+        holds = l_star is not None and loss <= l_star and not f.get("unpredictable")
+        out.append(dict(rung=c["rung"], n=c["n"], d=c["d"], surrogate=loss, passes=bool(holds)))
+        if holds and first is None:
+            first = c["rung"]
+    return out, first
