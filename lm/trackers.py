@@ -40,11 +40,13 @@ def tagged(**tags):
 
 
 def validate(config) -> tuple[str, ...]:
-    """The configured tracker names; a ConfigError naming the problem for a bad one."""
+    """The configured tracker names, each known and importable (the trainer checks this before
+    it builds anything); a ConfigError naming the problem otherwise."""
     names = tuple(config.train.trackers)
     for name in names:
         if name not in KNOWN:
             raise ConfigError(f"train.trackers: unknown tracker {name!r}; known: {', '.join(KNOWN)}")
+        _require(name)
     return names
 
 
@@ -66,7 +68,11 @@ def start(config, workdir: str, start_step: int) -> list:
     try:
         for name in names:
             cls = {"wandb": WandbTracker, "mlflow": MlflowTracker}[name]
-            opened.append(cls(config, workdir, run_name, ids.get(name)))
+            try:
+                opened.append(cls(config, workdir, run_name, ids.get(name)))
+            except Exception as e:  # e.g. MLflow refusing a tracking URI: one line, not a trace
+                msg = " ".join(str(e).split())
+                raise ConfigError(f"train.trackers: {name} could not start: {msg}") from None
     except BaseException:
         for t in opened:
             t.close()

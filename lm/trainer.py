@@ -419,6 +419,8 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     run = setup(config, workdir)
     config, t = run.config, run.config.train
     main = jax.process_index() == 0
+    if main:
+        trackers.validate(config)  # a bad train.trackers fails before checkpoints or metrics
     os.makedirs(workdir, exist_ok=True)
     if main:
         atomic_write(os.path.join(workdir, "config.json"),

@@ -55,7 +55,8 @@ def test_bad_tracker_settings_are_one_clear_error(tmp_path, monkeypatch):
     assert trackers.validate(_config(["wandb", "mlflow"], tmp_path)) == ("wandb", "mlflow")
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if it were not installed
     with pytest.raises(ConfigError, match=r"pip install 'lm\[trackers\]'"):
-        trackers.start(_config(["wandb"], tmp_path), str(tmp_path), 0)
+        trainer.train(_config(["wandb"], tmp_path), str(tmp_path / "run"), progress=False)
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")  # it failed before training
 
 
 def _wandb_records(path):
@@ -139,3 +140,20 @@ def test_trainer_logs_metrics_config_and_record_id_to_wandb_and_mlflow(tmp_path,
     again[0].log({"step": 6, "loss": 1.5})
     again[0].close()
     assert [m.step for m in client.get_metric_history(ids["mlflow"], "loss")][-1] == 6
+
+
+def test_lm_run_gives_trackers_the_record_id(tmp_path):
+    from lm import experiment
+    from test_experiment import TINY, fake_train
+
+    path = tmp_path / "tiny_4.py"
+    path.write_text(TINY.replace("STEPS", "4"))
+    seen = []
+    inner = fake_train()
+
+    def train(config, workdir, progress=True):
+        seen.append(dict(trackers._TAGS))
+        return inner(config, workdir, progress)
+
+    rec, _ = experiment.run(str(path), "xs", archive_dir=str(tmp_path / "a"), train_fn=train)
+    assert seen == [{"record_id": rec["id"]}] and trackers._TAGS == {}
