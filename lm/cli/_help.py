@@ -6,6 +6,7 @@ listing is the flags defined by lm's own modules that the command imported: its 
 then shared ones (e.g. a flag that lm/cli/_errors.py defines for every command).
 """
 
+import os
 import sys
 
 HELP_ARGS = ("-h", "--help", "-help", "-?")
@@ -46,5 +47,8 @@ def command_help(command: str, module) -> str:
 
 
 def print_help_and_exit(command: str, module) -> None:
-    print(command_help(command, module))
+    try:
+        print(command_help(command, module), flush=True)
+    except BrokenPipeError:  # `lm train --help | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(0)
