@@ -169,6 +169,8 @@ def base_config() -> ml_collections.ConfigDict:
         keep_checkpoints=2,
         sample_tokens=200,  # printed at the end of `lm train`; 0 turns it off
         sample_prompt="",
+        # Optional trackers beside TensorBoard and metrics.jsonl (lm/trackers.py): "wandb", "mlflow".
+        trackers=(), tracker_project="lm", tracker_run_name="", tracking_uri="",
     )
 
     # Mesh axis sizes; one may be -1 to take the remaining devices.

@@ -36,6 +36,7 @@ from importlib import metadata
 import ml_collections
 
 from lm import archive
+from lm import trackers
 from lm.scaling import forecast
 from lm.scaling import records as scaling_records
 from lm.config import ConfigError, config_hash, set_dotted
@@ -319,7 +320,8 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
     old = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
     start = time.time()
     try:
-        summary = train_fn(config, workdir, progress=progress)
+        with trackers.tagged(record_id=record["id"]):  # W&B / MLflow runs name the record
+            summary = train_fn(config, workdir, progress=progress)
         final = _final_metrics(config, summary, workdir)
     except (Exception, KeyboardInterrupt, Interrupted) as err:
         record.update(config=config.to_dict(), config_hash=config_hash(config),

@@ -36,6 +36,7 @@ from flax import linen as nn
 
 from lm import checkpoint as ckpt_lib
 from lm import objectives, optim, sharding
+from lm import trackers
 from lm import workdir as workdir_files
 from lm.files import atomic_write
 from lm.workdir import read_metrics  # noqa: F401  (part of the trainer API)
@@ -420,6 +421,8 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     run = setup(config, workdir)
     config, t = run.config, run.config.train
     main = jax.process_index() == 0
+    if main:
+        trackers.validate(config)  # a bad train.trackers fails before checkpoints or metrics
     os.makedirs(workdir, exist_ok=True)
     if main:
         atomic_write(os.path.join(workdir, "config.json"),
@@ -437,7 +440,9 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     else:
         state, start = init_state(run), 0
 
-    metrics_log = workdir_files.MetricsLog(os.path.join(workdir, "metrics.jsonl"), start, enabled=main)
+    metrics_log = workdir_files.MetricsLog(  # + W&B / MLflow when train.trackers asks
+        os.path.join(workdir, "metrics.jsonl"), start, enabled=main,
+        trackers=trackers.start(config, workdir, start) if main else ())
     history = list(metrics_log.history) if main else []
     writer = workdir_files.summary_writer(os.path.join(workdir, "tb"), start) if main else None
 

@@ -19,10 +19,11 @@ from lm.files import atomic_write
 
 class MetricsLog:
     """metrics.jsonl: on resume from step s, lines after s (and a torn last line) are cut,
-    atomically, so after any crash + resume each step appears exactly once."""
+    atomically, so after any crash + resume each step appears exactly once. Each record also
+    goes to the optional trackers (lm.trackers: W&B, MLflow), which close with the log."""
 
-    def __init__(self, path: str, resume_step: int, enabled: bool = True):
-        self.path, self.enabled, self.history = path, enabled, []
+    def __init__(self, path: str, resume_step: int, enabled: bool = True, trackers=()):
+        self.path, self.enabled, self.history, self.trackers = path, enabled, [], list(trackers)
         if not enabled:
             return
         kept = [r for r in _read_jsonl(path) if r.get("step", 0) <= resume_step]
@@ -34,10 +35,14 @@ class MetricsLog:
         if self.enabled:
             self._f.write(json.dumps(record) + "\n")
             self._f.flush()
+        for tracker in self.trackers:
+            tracker.log(record)
 
     def close(self) -> None:
         if self.enabled:
             self._f.close()
+        for tracker in self.trackers:
+            tracker.close()
 
 
 def _read_jsonl(path: str) -> list[dict]:

@@ -132,6 +132,7 @@ def test_notebook_runs_top_to_bottom(name, kernel_env, tmp_path, monkeypatch):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code), f"{name}: not every cell ran"
     text, mimes = _outputs_text(nb)
+    assert "backend cpu, devices [" in text, f"{name}: the install cell must print jax's devices"
     for what, count in EXPECT[name]:
         seen = mimes.get(what, 0) if what.startswith("image/") else text.count(what)
         assert seen >= count, f"{name}: expected {what!r} at least {count}x in the outputs, saw {seen}"

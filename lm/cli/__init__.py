@@ -20,7 +20,7 @@ COMMANDS = {
 def usage() -> str:
     lines = ["usage: lm COMMAND [--flags]", "", "commands:"]
     lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
-    lines += ["", "`lm COMMAND --helpfull` lists a command's flags."]
+    lines += ["", "`lm COMMAND --help` lists a command's flags."]
     return "\n".join(lines)
 
 
@@ -34,6 +34,10 @@ def main(argv=None) -> None:
         print(f"lm: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
     module = importlib.import_module(f"lm.cli.{command}")
+    from lm.cli import _help
+
+    if _help.wants_help(argv[2:]):
+        _help.print_help_and_exit(command, module)
     from absl import app, flags, logging
 
     def quiet_main(args):
