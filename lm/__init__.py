@@ -18,7 +18,12 @@ def _one_host_device_per_core() -> None:
     if "jax" in _sys.modules or "xla_force_host_platform_device_count" in flags:
         return
     cores = len(_os.sched_getaffinity(0)) if hasattr(_os, "sched_getaffinity") else _os.cpu_count()
-    n = int(_os.environ.get("LM_CPU_DEVICES") or min(cores or 1, 8))
+    text = _os.environ.get("LM_CPU_DEVICES") or ""
+    if text and not text.strip().isdigit():  # a library must not die on import: say it, ignore it
+        print(f"lm: warning: LM_CPU_DEVICES={text!r} is not a whole number of devices; ignoring it",
+              file=_sys.stderr)
+        text = ""
+    n = int(text or min(cores or 1, 8))
     if n > 1:
         _os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 

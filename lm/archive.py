@@ -75,11 +75,16 @@ def write_record(record: dict, archive_dir: str) -> str:
     for _ in range(100):
         path = os.path.join(archive_dir, record["id"] + ".json")
         tmp = os.path.join(archive_dir, f".{record['id']}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=1, default=_jsonable)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "w") as f:
+                json.dump(record, f, indent=1, default=_jsonable)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:  # a full disk: no half-written temp file left behind
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
         try:
             try:
                 os.link(tmp, path)  # fails if the name exists: a record is never overwritten

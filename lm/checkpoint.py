@@ -5,15 +5,63 @@ pytree and the data iterator position as JSON. Saves are asynchronous (training 
 while the files are written) and atomic (a step directory appears only when complete, so a
 kill -9 mid-save leaves the previous checkpoint as the latest). Restoring takes an abstract
 target whose leaves carry shardings, so a checkpoint loads onto any mesh shape.
+
+Verified on restore: each save stores a checksum of the state's bits (a wrapping integer sum,
+independent of the sharding) beside the data position, and a restored state must match it and
+hold only finite floats. Restoring the latest checkpoint falls back, with a warning, to the
+newest one that restores and verifies (corrupt bytes, a deleted state/, a truncated file, an
+empty step folder); the trainer moves the bad ones aside into WORKDIR/corrupt_checkpoints/.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import time
+import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+CHECKSUM_KEY = "_lm_checksum"
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint that could not be used; an older one was restored instead."""
+
+
+@jax.jit
+def _checksum(tree):
+    """A wrapping uint32 sum of every leaf's bits, weighted by leaf position (exact, and the
+    same on any sharding: integer addition is associative)."""
+    total = jnp.uint32(0)
+    for i, x in enumerate(jax.tree.leaves(tree)):
+        if x.dtype.itemsize == 4:
+            bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+        elif x.dtype.itemsize == 2:
+            bits = jax.lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.uint32)
+        else:
+            bits = x.astype(jnp.uint32)
+        total = total + jnp.uint32(2 * i + 1) * jnp.sum(bits, dtype=jnp.uint32)
+    return total
+
+
+def state_checksum(state) -> int:
+    return int(jax.device_get(_checksum(state)))
+
+
+def verify(state, data_state: dict) -> str | None:
+    """Why a restored checkpoint is unusable (checksum mismatch, NaN/Inf), or None if it is fine."""
+    want = data_state.get(CHECKSUM_KEY)
+    if want is not None and state_checksum(state) != int(want):
+        return "its contents do not match the checksum written with it (corrupt bytes)"
+    from lm.guard import all_finite
+
+    if not all_finite(state):
+        return "it holds NaN/Inf values"
+    return None
 
 
 def _state_handler():
@@ -49,28 +97,68 @@ class Checkpoints:
 
     def save(self, step: int, state, data_state: dict | None) -> None:
         """Start saving (returns before the files are written unless async is off)."""
-        args = ocp.args.Composite(state=ocp.args.PyTreeSave(state),
-                                  data=ocp.args.JsonSave(data_state or {}))
+        data = dict(data_state or {}, **{CHECKSUM_KEY: state_checksum(state)})
+        args = ocp.args.Composite(state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave(data))
         self.manager.save(int(step), args=args, force=True)
 
-    def restore(self, abstract_state, step: int | None = None):
-        """(state, data_state) of `step` (default: the latest), placed as `abstract_state` says.
-
-        abstract_state: a pytree of jax.ShapeDtypeStruct with `sharding` set (the target
-        layout; it may differ from the one the checkpoint was written with).
-        """
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        if step not in self.manager.all_steps():
-            raise FileNotFoundError(
-                f"no checkpoint for step {step} in {self.directory}; have {self.all_steps()}")
+    def _restore_step(self, abstract_state, step: int):
         out = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.PyTreeRestore(
                 item=abstract_state,
                 restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state)),
             data=ocp.args.JsonRestore()))
-        return out["state"], dict(out["data"] or {})
+        data = dict(out["data"] or {})
+        problem = verify(out["state"], data)
+        if problem:
+            raise ValueError(problem)
+        data.pop(CHECKSUM_KEY, None)
+        return out["state"], data
+
+    def restore(self, abstract_state, step: int | None = None):
+        """(state, data_state) of `step` (default: the newest good one), placed as
+        `abstract_state` says.
+
+        abstract_state: a pytree of jax.ShapeDtypeStruct with `sharding` set (the target
+        layout; it may differ from the one the checkpoint was written with). A named step
+        that fails to restore or verify is an error; without one, bad checkpoints are skipped
+        with a CheckpointWarning (see `bad_steps`).
+        """
+        steps = sorted(set(self.manager.all_steps()) | set(step_dirs(self.directory)))
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        if step is not None and step not in steps:
+            raise FileNotFoundError(
+                f"no checkpoint for step {step} in {self.directory}; have {steps}")
+        self.bad_steps = []
+        for s in ([step] if step is not None else steps[::-1]):
+            try:
+                return self._restore_step(abstract_state, s)
+            except Exception as e:  # noqa: BLE001  (any failure of a damaged checkpoint)
+                why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                if step is not None:
+                    raise ValueError(f"checkpoint {s} in {self.directory} cannot be used: "
+                                     f"{why[:300]}") from e
+                self.bad_steps.append(s)
+                older = [x for x in steps if x < s]
+                warnings.warn(f"checkpoint {s} in {self.directory} cannot be used ({why[:200]}); "
+                              + (f"falling back to step {older[-1]}" if older else "no older one"),
+                              CheckpointWarning, stacklevel=2)
+        raise ValueError(f"no usable checkpoint in {self.directory} (all of {steps} are damaged); "
+                         "move the directory away to start over")
+
+    def quarantine(self, steps) -> None:
+        """Move damaged step folders to WORKDIR/corrupt_checkpoints/ so that new saves of those
+        steps can happen (they are kept for inspection, not deleted)."""
+        if not steps:
+            return
+        self.manager.wait_until_finished()
+        aside = os.path.join(os.path.dirname(self.directory), "corrupt_checkpoints")
+        os.makedirs(aside, exist_ok=True)
+        for s in steps:
+            src = os.path.join(self.directory, str(s))
+            if os.path.exists(src):
+                shutil.move(src, os.path.join(aside, f"{s}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -78,6 +166,13 @@ class Checkpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def step_dirs(directory: str) -> list[int]:
+    """Step folders on disk (Orbax may not list a damaged one)."""
+    if not os.path.isdir(directory):
+        return []
+    return [int(d) for d in os.listdir(directory) if d.isdigit()]
 
 
 def abstract_like(tree, shardings):
@@ -96,8 +191,7 @@ def checkpoint_step(workdir: str, step: int | None = None) -> int:
     if not os.path.isfile(os.path.join(workdir, "config.json")):
         raise FileNotFoundError(f"--workdir={workdir}: no config.json, so not an `lm train` workdir")
     directory = os.path.join(workdir, "checkpoints")
-    steps = sorted(int(d) for d in (os.listdir(directory) if os.path.isdir(directory) else [])
-                   if d.isdigit())
+    steps = sorted(step_dirs(directory))
     if not steps:
         raise FileNotFoundError(f"--workdir={workdir}: no checkpoint in {directory} "
                                 "(train first, or wait for the first checkpoint)")

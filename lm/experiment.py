@@ -11,7 +11,10 @@ dotted-key overrides. `arg` names the rung; files end with `return apply_rung(co
 `run(path, rung)` trains the rung through `lm.trainer.train`, reads the criterion's metric,
 decides the verdict against the archive (rules in lm/archive.py) and writes one record.
 A crash or an interrupt inside training writes a "broken" record; a killed process writes
-nothing (records are written atomically at the end).
+nothing (records are written atomically at the end). A bad config is an error, not a record.
+A diverged run (the NaN guard stopped it) is "failed". The temporary workdir is removed only
+once the record is written; if the archive cannot take it (read-only, full), the record is
+saved into the kept workdir and the error says where.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from lm import trackers
 from lm.scaling import forecast
 from lm.scaling import records as scaling_records
 from lm.config import ConfigError, config_hash, set_dotted
+from lm.errors import LmError
 
 METRICS = ("loss", "bits_per_byte", "perplexity", "accuracy", "excess_bits_per_byte")
 SPLITS = ("valid",)  # the trainer's summary evaluates on valid
@@ -153,7 +157,12 @@ def load_module(path: str):
     name = "lm_experiment_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except (SyntaxError, ConfigError):
+        raise
+    except Exception as e:  # the file is the user's code: name it and what it raised
+        raise ConfigError(f"{path}: importing it raised {type(e).__name__}: {e}") from e
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path}: an experiment file must define get_config(arg)")
     return module
@@ -162,7 +171,12 @@ def load_module(path: str):
 def load_config(path: str, rung: str | None = None, sets=()) -> ml_collections.ConfigDict:
     """get_config(rung) of the file, the rung applied, then --set overrides; validated."""
     module = load_module(path)
-    config = module.get_config(rung) if rung else module.get_config(None)
+    try:
+        config = module.get_config(rung) if rung else module.get_config(None)
+    except ConfigError:
+        raise
+    except Exception as e:  # the file is the user's code: name it and what it raised
+        raise ConfigError(f"{path}: get_config({rung!r}) raised {type(e).__name__}: {e}") from e
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"{path}: get_config must return a ConfigDict, got {type(config).__name__}")
     if config.experiment.ladder:
@@ -260,8 +274,47 @@ def parse_command(command: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Running one rung.
 
-class Interrupted(Exception):
+class Interrupted(LmError):
     """SIGTERM during a run: turned into an exception so a broken record gets written."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+class RecordNotWritten(LmError):
+    """The archive could not take a record; the run's results are kept elsewhere."""
+
+
+TEMP_PREFIX = "lm-run-"
+
+
+def _remove_abandoned_workdirs() -> None:
+    """Temporary workdirs of `lm run`s that were killed (their trainer's lock names a dead
+    process): a kill -9 cannot clean up after itself, the next run does."""
+    from lm.guard import stale_lock
+
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name.startswith(TEMP_PREFIX) and os.path.isdir(path) and stale_lock(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _write(record: dict, archive_dir: str, workdir: str, own_workdir: bool) -> str:
+    """Write the record; if the archive cannot take it, keep it (and the workdir) and say where."""
+    try:
+        return archive.write_record(record, archive_dir)
+    except OSError as e:
+        kept = os.path.join(workdir, "record.json")
+        try:
+            from lm.files import atomic_write
+
+            atomic_write(kept, record_json(dict(record, workdir=workdir)) + "\n")
+            where = f"the run's results are kept in {kept} (and its workdir {workdir})"
+        except OSError:
+            where = f"the run's workdir is kept at {workdir}"
+        raise RecordNotWritten(
+            f"could not write the record into --archive={archive_dir} ({e.strerror or e}); "
+            f"{where}: copy record.json into the archive when it is writable") from e
 
 
 def _final_metrics(config, summary, workdir) -> dict:
@@ -308,7 +361,9 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
         seed=int(config.seed), provenance=provenance(path),
     )
     own_workdir = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix=f"lm-run-{e.name}-{e.rung}-")
+    if own_workdir:
+        _remove_abandoned_workdirs()
+    workdir = workdir or tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{e.name}-{e.rung}-")
     if train_fn is None:
         from lm import trainer
 
@@ -319,18 +374,40 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
 
     old = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
     start = time.time()
+    from lm.guard import NonFiniteError, Stopped
+
     try:
         with trackers.tagged(record_id=record["id"]):  # W&B / MLflow runs name the record
             summary = train_fn(config, workdir, progress=progress)
         final = _final_metrics(config, summary, workdir)
+    except ConfigError:  # bad input, not a run: nothing to archive
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    except NonFiniteError as err:  # diverged: a result ("failed"), not a crash
+        record.update(config=config.to_dict(), config_hash=config_hash(config),
+                      wall_time=time.time() - start, verdict="failed", reason=str(err),
+                      final={}, metric_value=None, surrogate_value=None)
+        out = _write(record, archive_dir, workdir, own_workdir)
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return record, out
     except (Exception, KeyboardInterrupt, Interrupted) as err:
+        stopped = isinstance(err, (KeyboardInterrupt, Interrupted, Stopped))
         record.update(config=config.to_dict(), config_hash=config_hash(config),
                       wall_time=time.time() - start, verdict="broken",
-                      reason=f"the run crashed: {type(err).__name__}: {err}",
-                      error="".join(traceback.format_exception(err))[-4000:], workdir=workdir)
-        out = archive.write_record(record, archive_dir)
-        if isinstance(err, (KeyboardInterrupt, Interrupted)):
+                      reason=(f"the run was stopped: {err or type(err).__name__}" if stopped else
+                              f"the run crashed: {type(err).__name__}: {err}"),
+                      error="".join(traceback.format_exception(err))[-4000:])
+        if not own_workdir:
+            record["workdir"] = workdir
+        out = _write(record, archive_dir, workdir, own_workdir)
+        if own_workdir:  # the record holds what there is to know; nothing can resume a temp dir
+            shutil.rmtree(workdir, ignore_errors=True)
+        if stopped:
             print(f"interrupted; wrote broken record {out}", file=sys.stderr)
+            if isinstance(err, Stopped):  # the trainer stopped cleanly: the caller exits
+                return record, out
             raise
         return record, out
     finally:
@@ -356,11 +433,12 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
     except Exception as err:  # never lose a finished run to a failing fit
         verdict, reason, trend = "inconclusive", f"verdict could not be decided: {err!r}", None
     record.update(verdict=verdict, reason=reason, trend=trend)
+    if not own_workdir:
+        record["workdir"] = workdir
+    out = _write(record, archive_dir, workdir, own_workdir)  # raises, keeping the workdir
     if own_workdir:
         shutil.rmtree(workdir, ignore_errors=True)
-    else:
-        record["workdir"] = workdir
-    return record, archive.write_record(record, archive_dir)
+    return record, out
 
 
 def _read_json(path: str):

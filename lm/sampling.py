@@ -18,7 +18,11 @@ too. Ties at the top-k / top-p threshold are all kept.
 Context limit: a model with context model.max_len can hold prompt + new tokens <= max_len
 (decoder-only) or 1 + new <= max_len decoder positions (encoder-decoder, source <= max_len).
 Asking for more raises ValueError with strict=True; otherwise generation stops at the limit
-with stop_reason 'context' and a message saying so.
+with stop_reason 'context' and a message saying so. With slide=True (decoder-only; `lm sample`
+uses it) generation goes on past the context as nanoGPT's does, conditioning on the most recent
+tokens: when the cache is full, the last max_len // 2 tokens are prefilled again and decoding
+continues, so every new token sees at least max_len // 2 tokens of context (a prompt longer
+than the context is cut to its last max_len - 1 tokens).
 """
 
 from __future__ import annotations
@@ -175,10 +179,43 @@ def _finish(out, steps, eos_id, n, context_message) -> Generation:
     return Generation(out, lengths, "max_new_tokens", f"generated max_new_tokens={n} tokens")
 
 
+def _slide(model, params, prompt_ids, *, max_new_tokens, seed, eos_id, **request) -> Generation:
+    """Decoder-only generation past the context window (see the module docstring)."""
+    T = model.cfg.max_len
+    prompt = np.asarray(prompt_ids)
+    prompt = (prompt if prompt.ndim == 2 else prompt[None])[:, -(T - 1):] if T > 1 else prompt
+    n, keep = int(max_new_tokens), max(T // 2, 1)
+    seq, made, chunk = prompt.astype(np.int32), [], 0
+    done = np.zeros(seq.shape[0], bool)
+    while sum(x.shape[1] for x in made) < n and not done.all():
+        room = T - seq.shape[1]
+        g = generate_full(model, params, seq, max_new_tokens=room, seed=seed + 7919 * chunk,
+                          eos_id=eos_id, strict=True, **request)
+        new = g.tokens.copy()
+        if eos_id is not None:
+            new[done] = max(eos_id, 0)
+            done |= (new == eos_id).any(axis=1)
+        made.append(new)
+        seq, chunk = np.concatenate([seq, new], axis=1)[:, -keep:], chunk + 1
+    out = np.concatenate(made, axis=1)[:, :n]
+    context = (f" (past the context max_len={T}: each token saw at least the last {keep})"
+               if prompt.shape[1] + n > T else "")
+    g = _finish(out, out.shape[1], eos_id, n, "")
+    return g._replace(message=g.message + context) if g.stop_reason != "eos" else g
+
+
 def generate_full(model, params, prompt_ids, *, max_new_tokens: int, temperature: float = 1.0,
                   top_k: int = 0, top_p: float = 1.0, seed: int = 0, eos_id: int | None = None,
-                  strict: bool = False) -> Generation:
-    """Like `generate`, returning a `Generation` (tokens, lengths, stop_reason, message)."""
+                  strict: bool = False, slide: bool = False) -> Generation:
+    """Like `generate`, returning a `Generation` (tokens, lengths, stop_reason, message).
+    slide=True: a decoder-only model generates past its context window."""
+    if slide and model.cfg.kind == "decoder":
+        check_request(model, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature,
+                      top_k=top_k, top_p=top_p, slide=True)
+        P = np.shape(prompt_ids)[-1]
+        if P + int(max_new_tokens) > model.cfg.max_len:
+            return _slide(model, params, prompt_ids, max_new_tokens=max_new_tokens, seed=seed,
+                          eos_id=eos_id, temperature=temperature, top_k=top_k, top_p=top_p)
     prompt, n, context_message = _plan(model, prompt_ids, max_new_tokens, temperature, top_k,
                                        top_p, strict)
     if n == 0:
@@ -260,9 +297,14 @@ def generate_by_recompute(model, params, prompt_ids, *, max_new_tokens: int, tem
 
 
 def check_request(model, prompt_ids, *, max_new_tokens: int, temperature: float = 1.0,
-                  top_k: int = 0, top_p: float = 1.0) -> None:
-    """Raise ValueError (naming the problem) for a request `generate(..., strict=True)` refuses.
+                  top_k: int = 0, top_p: float = 1.0, slide: bool = False) -> None:
+    """Raise ValueError (naming the problem) for a request `generate(..., strict=True)` refuses
+    (with slide=True, a decoder's request past the context is fine).
 
     Needs only the model (no parameters), so commands can check their input before loading one.
     """
+    if slide and model.cfg.kind == "decoder":  # any length fits: check the rest
+        if int(max_new_tokens) != max_new_tokens or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens}")
+        prompt_ids, max_new_tokens = np.asarray(prompt_ids)[..., -1:], 0
     _plan(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, strict=True)

@@ -35,6 +35,7 @@ import optax
 from flax import linen as nn
 
 from lm import checkpoint as ckpt_lib
+from lm import guard as guard_lib
 from lm import objectives, optim, sharding
 from lm import trackers
 from lm import workdir as workdir_files
@@ -102,13 +103,18 @@ def _check_workdir(workdir: str | None, config) -> None:
     if not os.path.exists(saved):
         return
     with open(saved) as f:
-        old = json.load(f)
+        try:
+            old = json.load(f)
+        except ValueError as e:
+            raise ConfigError(f"{saved}: not valid JSON ({e}); use a new workdir") from None
     new = config.to_dict()
     for section in ("model", "data"):
         for key, value in new[section].items():
             if section == "model" and key == "vocab_size":  # filled in from the tokenizer
                 continue
             if section == "data" and key in ("store_dir", "store_verify"):  # where, not what
+                continue
+            if section == "data" and workdir_files.is_recorded_location(workdir, key, value):
                 continue
             was = old.get(section, {}).get(key, value)
             if _jsonable(was) != _jsonable(value):
@@ -415,28 +421,41 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     """Train (resuming from workdir's newest checkpoint if any) and return a summary dict:
     step, final (valid eval metrics), history, num_params, flops_per_token, tokens_seen,
     wall_time, mesh, devices, sample."""
+    t_start = time.time()
+    run = setup(config, workdir)  # every check of the input, before the workdir is touched
+    if jax.process_index() == 0:
+        trackers.validate(run.config)  # a bad train.trackers fails before checkpoints or metrics
+    os.makedirs(workdir, exist_ok=True)
+    # The guard: workdir lock, SIGTERM/SIGINT -> checkpoint at the next step, NaN/Inf stop.
+    with guard_lib.Guard(workdir, lock=jax.process_index() == 0) as guard:
+        return _train(run, workdir, guard, progress=progress, t_start=t_start)
+
+
+def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float) -> dict:
     from lm import models
 
-    t_start = time.time()
-    run = setup(config, workdir)
     config, t = run.config, run.config.train
     main = jax.process_index() == 0
     if main:
-        trackers.validate(config)  # a bad train.trackers fails before checkpoints or metrics
-    os.makedirs(workdir, exist_ok=True)
-    if main:
         atomic_write(os.path.join(workdir, "config.json"),
                       json.dumps(config.to_dict(), indent=2, default=str) + "\n")
+        workdir_files.write_data_location(workdir, config.data)
 
     ckpts = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints)
     train_it = run.dataset.train_iterator(
         t.batch_size, seed=config.seed, process_index=jax.process_index(),
         process_count=jax.process_count())
     latest = ckpts.latest_step()
-    if latest is not None:
-        state, data_state = ckpts.restore(run.abstract_state, latest)
+    if latest is not None or ckpt_lib.step_dirs(ckpts.directory):
+        try:
+            state, data_state = ckpts.restore(run.abstract_state)  # the newest good one
+            ckpts.quarantine(ckpts.bad_steps if main else [])
+        except BaseException:
+            ckpts.close()  # else Orbax's threads die noisily at exit
+            raise
         train_it.restore(data_state)
-        start = latest
+        start = int(jax.device_get(state["step"]))
+        guard.saved(start)
     else:
         state, start = init_state(run), 0
 
@@ -483,6 +502,7 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
                         record.update({f"eval_{k}": v for k, v in final.items()})
                     history.append(record)
                     metrics_log.write(record)
+                    guard.check_metrics(record)
                     if writer is not None:
                         for k, v in record.items():
                             if k != "step" and isinstance(v, (int, float)):
@@ -498,8 +518,13 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
                     last_time, last_step = time.time(), done
                 if bar is not None:
                     bar.update(1)
-                if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == t.steps:
+                stop = guard.should_stop(done, sync=done % t.log_every == 0)
+                if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == t.steps or stop:
+                    guard.check_state(state, done)  # a diverged state is never saved
                     ckpts.save(done, state, data_state)
+                    guard.saved(done)
+                if stop:
+                    raise guard.stopped(done)
                 if done == crash_at:  # fault injection for the resume tests: a real kill -9
                     os.kill(os.getpid(), signal.SIGKILL)
     finally:
@@ -556,7 +581,11 @@ def load_run(workdir: str, *, step: int | None = None, mesh_cfg: dict | None = N
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {workdir!r} an `lm train` workdir?")
     with open(path) as f:
-        config = workdir_files.config_from_json(json.load(f))
+        try:
+            config = workdir_files.config_from_json(json.load(f))
+        except ValueError as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); is the workdir damaged?") from None
+    workdir_files.resolve_data_location(workdir, config)
     if mesh_cfg is None:  # data parallel over as many devices as the batch allows
         micro = config.train.batch_size // max(config.train.grad_accum, 1)
         mesh_cfg = {"data": math.gcd(micro, jax.device_count()), "fsdp": 1, "tensor": 1}

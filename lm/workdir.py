@@ -3,6 +3,8 @@
     config.json    the resolved config (read back with `config_from_json`)
     metrics.jsonl  one JSON object per logged step (`MetricsLog`, `read_metrics`)
     tb/            TensorBoard event files (`summary_writer`)
+    data.json      where the data came from, resolved (absolute data.path and data dir), so
+                   `lm eval` / `lm sample` find it from any directory without re-specifying it
 """
 
 from __future__ import annotations
@@ -104,3 +106,42 @@ def config_from_json(values: dict) -> ml_collections.ConfigDict:
 
 def _tuples(x):
     return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+DATA_LOCATION = "data.json"
+
+
+def write_data_location(workdir: str, data_cfg) -> None:
+    """Record the resolved data location (absolute path and download/cache dir)."""
+    from lm.data.sources import data_dir
+
+    path = data_cfg.path
+    if path and "=" not in path and "*" not in path:  # a plain file or directory
+        path = os.path.abspath(os.path.expanduser(path))
+    atomic_write(os.path.join(workdir, DATA_LOCATION), json.dumps(
+        {"source": data_cfg.source, "path": path,
+         "data_dir": os.path.abspath(data_dir(data_cfg))}, indent=1) + "\n")
+
+
+def _recorded(workdir: str) -> dict:
+    try:
+        with open(os.path.join(workdir, DATA_LOCATION)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def resolve_data_location(workdir: str, config) -> None:
+    """Point config.data at the recorded location when its own (empty, or relative to another
+    directory) does not lead to the data from here."""
+    rec = _recorded(workdir)
+    for key in ("path", "data_dir"):
+        mine, theirs = config.data[key], rec.get(key)
+        if theirs and mine != theirs and (not mine or not os.path.exists(os.path.expanduser(mine))):
+            if key == "data_dir" or os.path.exists(theirs):
+                config.data[key] = theirs
+
+
+def is_recorded_location(workdir: str, key: str, value) -> bool:
+    """True when data.KEY=value is the location data.json recorded for this workdir."""
+    return key in ("path", "data_dir") and bool(value) and _recorded(workdir).get(key) == value

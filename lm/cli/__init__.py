@@ -4,7 +4,6 @@ Each command lives in its own module under lm/cli/ and defines its absl flags at
 so only the chosen command's flags exist when the command line is parsed.
 """
 
-import importlib
 import sys
 
 COMMANDS = {
@@ -20,7 +19,8 @@ COMMANDS = {
 def usage() -> str:
     lines = ["usage: lm COMMAND [--flags]", "", "commands:"]
     lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
-    lines += ["", "`lm COMMAND --help` lists a command's flags."]
+    lines += ["", "`lm COMMAND --help` lists a command's flags; `--debug` shows a traceback",
+              "instead of the one-line error."]
     return "\n".join(lines)
 
 
@@ -33,12 +33,17 @@ def main(argv=None) -> None:
     if command not in COMMANDS:
         print(f"lm: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    module = importlib.import_module(f"lm.cli.{command}")
+    from absl import app, flags, logging
+
+    from lm.cli import _errors
+
+    _errors.DEBUG = "--debug" in argv  # any command: a traceback instead of the one-line error
+    argv = [a for a in argv if a != "--debug"]
+    module = _errors.fresh_command_module(command)
     from lm.cli import _help
 
     if _help.wants_help(argv[2:]):
         _help.print_help_and_exit(command, module)
-    from absl import app, flags, logging
 
     def quiet_main(args):
         # Libraries log at INFO (Orbax: every save and restore); --verbosity brings it back.
@@ -46,4 +51,5 @@ def main(argv=None) -> None:
             logging.set_verbosity(logging.WARNING)
         return module.main(args)
 
-    app.run(quiet_main, argv=[f"lm {command}"] + argv[2:])
+    _errors.call(command, lambda a: app.run(quiet_main, argv=a), [f"lm {command}"] + argv[2:],
+                 sys_argv=argv)

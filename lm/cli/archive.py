@@ -8,17 +8,23 @@
 
 rerun stores, before training, what the archive's trend predicts for the new rung; the new
 record names the old one as its parent. With --status, each series (experiment + variant) is
-rerun once, from its largest-compute record if that record has the status.
+rerun once, from its largest-compute record if that record has the status; --status=not_yet
+also takes a first miss (a series with one rung so far, verdict inconclusive: "no trend yet"),
+since one point cannot show a trend and a first miss is not a failure. A series that cannot
+be rerun is reported and skipped; the others still run (exit status 1 if any failed).
 backtest holds out each larger rung of every series (or of EXPERIMENT), predicts it from the
 smaller ones and prints the errors, interval coverage and crossing factors (lm/scaling).
 """
 
 import json
+import os
 import sys
+import warnings
 
 from absl import flags
 
 from lm import archive, experiment
+from lm.cli._errors import EXPECTED, describe
 
 flags.DEFINE_string("archive", archive.DEFAULT_ARCHIVE, "Directory of run records.")
 flags.DEFINE_string("status", None, f"Only records with this verdict: one of {archive.VERDICTS}.")
@@ -33,9 +39,14 @@ FLAGS = flags.FLAGS
 USAGE = __doc__
 
 
+SUBCOMMANDS = ("list", "show", "rerun", "report", "backtest")
+# What `report` reads from each record; one without them is skipped with a warning.
+REPORT_FIELDS = ("experiment", "rung", "verdict", "criterion")
+
+
 def _select(records):
     if FLAGS.status and FLAGS.status not in archive.VERDICTS:
-        raise SystemExit(f"--status={FLAGS.status!r} is not one of {archive.VERDICTS}")
+        raise ValueError(f"--status={FLAGS.status!r} is not one of {archive.VERDICTS}")
     out = records
     if FLAGS.status:
         out = [r for r in out if r.get("verdict") == FLAGS.status]
@@ -45,19 +56,69 @@ def _select(records):
 
 
 def rerun_targets(records, status):
-    """Per series, its largest-compute usable record, if that record's verdict is `status`."""
+    """Per series, its largest-compute usable record, if that record's verdict is `status`
+    (for not_yet, also a first miss: one point so far, inconclusive: no trend yet)."""
     targets = []
     for recs in archive.group_series(records).values():
         pts = archive.series_points(recs)
-        if pts and pts[-1].get("verdict") == status:
+        if not pts:
+            continue
+        top = pts[-1].get("verdict")
+        first_miss = (status == "not_yet" and top == "inconclusive"
+                      and len({p["train_flops"] for p in pts}) == 1)
+        if top == status or first_miss:
             targets.append(pts[-1])
     return targets
 
 
+def _reportable(records):
+    """Records with the fields the report reads; the others are skipped with a warning."""
+    out = []
+    for r in records:
+        crit = r.get("criterion")
+        missing = [k for k in REPORT_FIELDS if r.get(k) is None]
+        if isinstance(crit, dict):
+            missing += [f"criterion.{k}" for k in ("metric", "comparator", "threshold", "split")
+                        if crit.get(k) is None]
+        elif "criterion" not in missing:
+            missing.append("criterion")
+        if missing:
+            warnings.warn(f"skipping {r.get('_path', r['id'])}: the record has no {', '.join(missing)}")
+        else:
+            out.append(r)
+    return out
+
+
+def _rerun_all(targets) -> int:
+    """Rerun each target; one that cannot run is reported and skipped. Returns the exit status."""
+    failed = 0
+    for parent in targets:
+        print(f"rerunning {parent['id']} at rung {FLAGS.rung}", file=sys.stderr)
+        try:
+            record, out = experiment.rerun(parent, FLAGS.rung, sets=FLAGS.set,
+                                           archive_dir=FLAGS.archive, progress=FLAGS.progress)
+        except EXPECTED as e:
+            if len(targets) == 1:
+                raise
+            print(f"lm archive: error: cannot rerun {parent['id']}: {describe(e)}; skipped",
+                  file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{record['verdict']}: {record['reason']}", file=sys.stderr)
+        print(out)
+        failed += record["verdict"] == "broken"
+    return 1 if failed else 0
+
+
 def main(argv):
-    if len(argv) < 2 or argv[1] not in ("list", "show", "rerun", "report", "backtest"):
+    if len(argv) < 2:
         raise SystemExit(USAGE)
+    if argv[1] not in SUBCOMMANDS:
+        raise ValueError(f"unknown subcommand {argv[1]!r}; use one of {', '.join(SUBCOMMANDS)}")
     cmd, args = argv[1], argv[2:]
+    if not os.path.isdir(FLAGS.archive):
+        raise FileNotFoundError(f"--archive={FLAGS.archive}: no such directory (an archive is "
+                                "where `lm run` writes its records; check the path)")
     records = archive.load_records(FLAGS.archive)
     if cmd == "list":
         sel = _select(records)
@@ -67,38 +128,30 @@ def main(argv):
             print(archive.format_list(sel))
     elif cmd == "show":
         if len(args) != 1:
-            raise SystemExit("usage: lm archive show ID")
+            raise ValueError("usage: lm archive show ID (an id or a unique part of one)")
         rec = archive.find_record(records, args[0])
         print(experiment.record_json(rec) if FLAGS.json else archive.format_show(rec))
     elif cmd == "rerun":
         if args and FLAGS.status:
-            raise SystemExit("lm archive rerun: give an ID or --status, not both")
+            raise ValueError("rerun: give an ID or --status, not both")
         if args:
             targets = [archive.find_record(records, a) for a in args]
         elif FLAGS.status:
             targets = rerun_targets(_select(records), FLAGS.status)
         else:
-            raise SystemExit("usage: lm archive rerun (ID | --status=not_yet) --rung=next|NAME")
+            raise ValueError("usage: lm archive rerun (ID | --status=not_yet) --rung=next|NAME")
         if not targets:
             print("nothing to rerun", file=sys.stderr)
-        failed = 0
-        for parent in targets:
-            print(f"rerunning {parent['id']} at rung {FLAGS.rung}", file=sys.stderr)
-            record, out = experiment.rerun(parent, FLAGS.rung, sets=FLAGS.set,
-                                           archive_dir=FLAGS.archive, progress=FLAGS.progress)
-            print(f"{record['verdict']}: {record['reason']}", file=sys.stderr)
-            print(out)
-            failed += record["verdict"] == "broken"
-        return 1 if failed else 0
+        return _rerun_all(targets)
     elif cmd == "backtest":
         if len(args) > 1:
-            raise SystemExit("usage: lm archive backtest [EXPERIMENT]")
+            raise ValueError("usage: lm archive backtest [EXPERIMENT]")
         name = args[0] if args else FLAGS.experiment
         if name and not any(r.get("experiment") == name for r in records):
-            raise SystemExit(f"lm archive backtest: no records of experiment {name!r} in {FLAGS.archive}")
+            raise ValueError(f"backtest: no records of experiment {name!r} in {FLAGS.archive}")
         print(archive.format_backtests(archive.backtests(records, name)))
     else:
-        text = archive.report(records, FLAGS.out)
+        text = archive.report(_reportable(records), FLAGS.out)
         print(text)
         print(f"wrote {FLAGS.out}/report.md", file=sys.stderr)
     return 0

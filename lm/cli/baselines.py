@@ -8,39 +8,15 @@ experiment's data, in bits per byte of the held-out split. Prints a table, write
 import os
 
 from absl import flags
-from ml_collections import config_flags
 
+from lm.cli import _config_flag
 from lm.cli._errors import one_line_errors
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].")
+_CONFIG = _config_flag.define("baselines", help_text="Experiment config file[:arg].")
 _ORDERS = flags.DEFINE_string("orders", "0..8", "n-gram orders: 'a..b', 'K' (= 0..K) or 'a,b,c'.")
 _SPLIT = flags.DEFINE_string("split", "", "Held-out split; default config.experiment.split.")
 _OUT = flags.DEFINE_string("out", "", "JSON output file.")
 _COMPRESSORS = flags.DEFINE_bool("compressors", True, "Also run zlib, bz2 and lzma.")
-
-
-def load_config_flag(holder, name: str = "config"):
-    """(config, 'file[:arg]') from a config_flags flag, with the rung of `file:rung` applied.
-
-    If the arg names a rung of config.experiment.ladder that the file did not apply itself,
-    its overrides are applied here, and command-line --config.* overrides again on top.
-    """
-    flag = flags.FLAGS[name]
-    if not flag.present:
-        raise ValueError(f"--{name}=experiments/FILE.py[:rung] is required")
-    arg = flag.config_filename
-    path = arg.partition(":")[0]
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--{name}={arg}: no such config file {path!r}")
-    try:
-        config = holder.value
-    except OSError as e:  # config_flags reports a broken file as an IOError
-        raise ValueError(f"--{name}={arg}: cannot load it: " +
-                         " ".join(line.strip() for line in str(e).splitlines()[-2:])) from None
-    from lm.experiment import apply_flag_rung
-
-    apply_flag_rung(config, arg, config_flags.get_override_values(flag))
-    return config, arg
 
 
 def _default_out(config_arg: str, config) -> str:
@@ -55,11 +31,18 @@ def _default_out(config_arg: str, config) -> str:
 def main(argv):
     from lm import baselines
 
-    config, config_arg = load_config_flag(_CONFIG, "config")
+    config, config_arg = _config_flag.load(_CONFIG)
     orders = baselines.parse_orders(_ORDERS.value)
     result = baselines.run_baselines(config, orders, split=_SPLIT.value or None,
                                      compressors=_COMPRESSORS.value)
     result["config"] = config_arg
     print(baselines.format_table(result))
-    out = baselines.write_json(result, _OUT.value or _default_out(config_arg, config))
+    target = _OUT.value or _default_out(config_arg, config)
+    try:
+        out = baselines.write_json(result, target)
+    except OSError as e:  # the table above holds the results: say so, do not lose them
+        from lm.cli._errors import describe
+
+        raise OSError(f"could not write --out={target}: {describe(e)}; the results are the "
+                      "table printed above") from e
     print(f"wrote {out}")

@@ -23,8 +23,10 @@ _ORDERS = flags.DEFINE_string("orders", "0..8", "n-gram orders for --baselines."
 def main(argv):
     from lm import checkpoint, trainer
 
-    step = checkpoint.checkpoint_step(_WORKDIR.value, _CHECKPOINT.value)  # a clear error if none
-    config, model, params, dataset = trainer.load_workdir(_WORKDIR.value, step=step)
+    checkpoint.checkpoint_step(_WORKDIR.value, _CHECKPOINT.value)  # a clear error if none
+    run, state = trainer.load_run(_WORKDIR.value, step=_CHECKPOINT.value)  # None: newest good
+    config, model, params, dataset = run.config, run.model, state["params"], run.dataset
+    step = int(state["step"])
     if _SPLIT.value not in dataset.splits:
         raise ValueError(f"--split={_SPLIT.value!r}: the dataset has splits {list(dataset.splits)}")
     metrics = trainer.evaluate(params, model=model, dataset=dataset, config=config, split=_SPLIT.value,

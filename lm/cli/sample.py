@@ -18,7 +18,7 @@ from lm.cli._errors import one_line_errors
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (holds checkpoints/ and config.json).")
 _PROMPT = flags.DEFINE_string("prompt", "", "Text to continue.")
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate (within the context).")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate (past the context, the window slides).")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "Softmax temperature; 0 is greedy.")
 _TOP_K = flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens (0: all).")
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling: the smallest set with this mass.")
@@ -57,10 +57,11 @@ def main(argv):
     prompt = _prompt_ids(tokenizer, _PROMPT.value)
     request = dict(max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
                    top_p=_TOP_P.value)
-    sampling.check_request(build_model(model_config(config)), prompt, **request)
+    sampling.check_request(build_model(model_config(config)), prompt, slide=True, **request)
 
-    _, model, params, dataset = trainer.load_workdir(workdir, step=step)
-    out = sampling.generate_full(model, params, prompt, seed=_SEED.value, strict=True,
+    run, state = trainer.load_run(workdir, step=_CHECKPOINT.value)  # None: the newest good one
+    model, params, dataset, step = run.model, state["params"], run.dataset, int(state["step"])
+    out = sampling.generate_full(model, params, prompt, seed=_SEED.value, strict=True, slide=True,
                                  eos_id=getattr(dataset.tokenizer, "eos_id", None), **request)
     text = dataset.tokenizer.decode(out.tokens[0, :out.lengths[0]])
     print(_PROMPT.value + text)
