@@ -28,6 +28,23 @@ import orbax.checkpoint as ocp
 CHECKSUM_KEY = "_lm_checksum"
 
 
+class _QuietReadOnly:
+    """Orbax warns three times that a read-only manager (lm eval, lm sample) will not save."""
+
+    def filter(self, record) -> bool:
+        text = record.getMessage()
+        return not ("read_only=True" in text or "Given directory is read only" in text)
+
+
+def _quiet_read_only_warnings() -> None:
+    import logging
+
+    for name in ("absl", "orbax"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietReadOnly) for f in logger.filters):
+            logger.addFilter(_QuietReadOnly())
+
+
 class CheckpointWarning(UserWarning):
     """A checkpoint that could not be used; an older one was restored instead."""
 
@@ -82,6 +99,8 @@ class Checkpoints:
     def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = True,
                  read_only: bool = False):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        if read_only:
+            _quiet_read_only_warnings()
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep if keep and keep > 0 else None,
             enable_async_checkpointing=async_save, create=not read_only, read_only=read_only)

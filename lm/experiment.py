@@ -396,7 +396,7 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
         stopped = isinstance(err, (KeyboardInterrupt, Interrupted, Stopped))
         record.update(config=config.to_dict(), config_hash=config_hash(config),
                       wall_time=time.time() - start, verdict="broken",
-                      reason=(f"the run was stopped: {err or type(err).__name__}" if stopped else
+                      reason=(f"the run was stopped: {type(err).__name__}: {err}" if stopped else
                               f"the run crashed: {type(err).__name__}: {err}"),
                       error="".join(traceback.format_exception(err))[-4000:])
         if not own_workdir:

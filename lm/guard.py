@@ -185,8 +185,8 @@ class Guard:
             "train.learning_rate, or check train.grad_clip and the data")
 
     def check_metrics(self, record: dict) -> None:
-        """Raise NonFiniteError if a logged step's loss or gradient norm is NaN/Inf."""
-        for key in ("loss", "grad_norm"):
+        """Raise NonFiniteError if a logged step's loss, gradient norm or learning rate is NaN/Inf."""
+        for key in ("loss", "grad_norm", "learning_rate"):
             value = record.get(key)
             if isinstance(value, float) and not math.isfinite(value):
                 raise self._diverged(f"{key} is {value}", record.get("step"))

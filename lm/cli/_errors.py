@@ -62,6 +62,8 @@ def one_line_warnings(command: str):
     old = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+            return  # for developers of lm's dependencies, not for its users
         print(f"lm {command}: warning: {message}", file=file or sys.stderr)
 
     warnings.showwarning = show

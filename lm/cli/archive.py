@@ -44,11 +44,11 @@ SUBCOMMANDS = ("list", "show", "rerun", "report", "backtest")
 REPORT_FIELDS = ("experiment", "rung", "verdict", "criterion")
 
 
-def _select(records):
+def _select(records, by_status: bool = True):
     if FLAGS.status and FLAGS.status not in archive.VERDICTS:
         raise ValueError(f"--status={FLAGS.status!r} is not one of {archive.VERDICTS}")
     out = records
-    if FLAGS.status:
+    if FLAGS.status and by_status:
         out = [r for r in out if r.get("verdict") == FLAGS.status]
     if FLAGS.experiment:
         out = [r for r in out if r.get("experiment") == FLAGS.experiment]
@@ -137,7 +137,8 @@ def main(argv):
         if args:
             targets = [archive.find_record(records, a) for a in args]
         elif FLAGS.status:
-            targets = rerun_targets(_select(records), FLAGS.status)
+            # per series, by the verdict of its largest run (so not the other records' filter)
+            targets = rerun_targets(_select(records, by_status=False), FLAGS.status)
         else:
             raise ValueError("usage: lm archive rerun (ID | --status=not_yet) --rung=next|NAME")
         if not targets:

@@ -26,7 +26,7 @@ def main(argv):
                          "[--workdir=DIR] [--set key=value ...]")
     path, _, rung = argv[1].partition(":")
     if rung and FLAGS.rung and rung != FLAGS.rung:
-        raise SystemExit(f"lm run: rung given twice ({rung!r} and --rung={FLAGS.rung!r})")
+        raise ValueError(f"rung given twice ({rung!r} and --rung={FLAGS.rung!r}); give one")
     record, out = experiment.run(path, FLAGS.rung or rung or None, sets=FLAGS.set,
                                  archive_dir=FLAGS.archive, workdir=FLAGS.workdir,
                                  progress=FLAGS.progress)
