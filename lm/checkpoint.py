@@ -151,7 +151,9 @@ class Checkpoints:
         self.bad_steps = []
         for s in ([step] if step is not None else steps[::-1]):
             try:
-                return self._restore_step(abstract_state, s)
+                out = self._restore_step(abstract_state, s)
+                self.restored_step = s
+                return out
             except Exception as e:  # noqa: BLE001  (any failure of a damaged checkpoint)
                 why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 if step is not None:
@@ -191,7 +193,7 @@ def step_dirs(directory: str) -> list[int]:
     """Step folders on disk (Orbax may not list a damaged one)."""
     if not os.path.isdir(directory):
         return []
-    return [int(d) for d in os.listdir(directory) if d.isdigit()]
+    return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
 
 
 def abstract_like(tree, shardings):

@@ -62,6 +62,7 @@ class Run:
     param_specs: object  # logical PartitionSpecs of the params
     state_shardings: dict
     abstract_state: dict  # ShapeDtypeStructs with shardings (restore target)
+    restored_step: int | None = None  # load_run: the checkpoint step it restored
 
     @property
     def param_shardings(self):
@@ -593,7 +594,8 @@ def load_run(workdir: str, *, step: int | None = None, mesh_cfg: dict | None = N
     run = setup(config, workdir, mesh=mesh)
     ckpts = ckpt_lib.Checkpoints(workdir, read_only=True)
     try:
-        state, _ = ckpts.restore(run.abstract_state, step)
+        state, _ = ckpts.restore(run.abstract_state, step)  # None: the newest good one
+        run.restored_step = ckpts.restored_step
     finally:
         ckpts.close()
     return run, state

@@ -470,3 +470,65 @@ def test_archive_not_writable_keeps_the_results(world, tmp_path, monkeypatch):
         archive.write_record(dict(rec, id="x"), arch)
     monkeypatch.undo()
     assert os.listdir(arch) == []
+
+
+def test_lm_run_stops_config_errors_and_killed_runs(world, tmp_path, monkeypatch):
+    """Under `lm run`: a stopped trainer gives a broken record (no exception, temp workdir
+    removed); a config error inside training is an error, not a record; the temp workdir of
+    a killed run (its lock names a dead process) is removed by the next run."""
+    import tempfile
+
+    from lm.config import ConfigError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    os.makedirs(tempfile.tempdir)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    abandoned = os.path.join(tempfile.tempdir, experiment.TEMP_PREFIX + "tiny-xs-killed")
+    os.makedirs(abandoned)
+    with open(os.path.join(abandoned, guard.LOCK_NAME), "w") as f:
+        f.write(f"{dead.pid} {__import__('socket').gethostname()}\n")
+    arch = str(tmp_path / "arch")
+    seen = []
+
+    def stopped(config, workdir, progress=True):
+        seen.append(workdir)
+        raise guard.Stopped("stopped by SIGTERM after step 3; ...", signal.SIGTERM)
+
+    record, out = experiment.run(world["exp"], "xs", archive_dir=arch, train_fn=stopped, progress=False)
+    assert record["verdict"] == "broken" and "Stopped: stopped by SIGTERM" in record["reason"]
+    assert os.path.exists(out) and not os.path.exists(seen[0]) and not os.path.exists(abandoned)
+
+    def bad_config(config, workdir, progress=True):
+        raise ConfigError("model.kernel: unknown kernel 'nope'")
+
+    with pytest.raises(ConfigError):
+        experiment.run(world["exp"], "xs", archive_dir=arch, train_fn=bad_config, progress=False)
+    assert len(archive.load_records(arch)) == 1 and os.listdir(tempfile.tempdir) == []
+
+
+def test_workdir_remembers_where_its_data_came_from(tmp_path, monkeypatch):
+    """data.json holds the resolved data location: `lm eval` works from another directory."""
+    from lm import workdir as workdir_files
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+    monkeypatch.chdir(tmp_path)
+    c = _config()
+    c.data.update(source="files", path="data/corpus.txt", tokenizer="byte")  # relative to here
+    wd = str(tmp_path / "wd")
+    run = trainer.setup(c, wd)
+    with open(os.path.join(wd, "config.json"), "w") as f:
+        json.dump(run.config.to_dict(), f, default=str)
+    workdir_files.write_data_location(wd, run.config.data)
+    ck = checkpoint.Checkpoints(wd, async_save=False)
+    ck.save(1, trainer.init_state(run), {})
+    ck.close()
+    with open(os.path.join(wd, "data.json")) as f:
+        assert json.load(f)["path"] == str(tmp_path / "data" / "corpus.txt")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # data/corpus.txt no longer resolves from here
+    code, out, err = lm_main("eval", f"--workdir={wd}", "--max_batches=1")
+    assert code == 0, err
+    assert json.loads(out)["tokens"] > 0

@@ -74,7 +74,7 @@ def test_sample_continues_the_prompt(workdirs):
     assert "max_new_tokens" in out.stderr and "checkpoint step 3" in out.stderr
 
 
-@pytest.mark.parametrize("case", ["no checkpoint", "char outside vocab", "too many tokens"])
+@pytest.mark.parametrize("case", ["no checkpoint", "char outside vocab", "negative tokens"])
 def test_sample_bad_input(workdirs, tmp_path, case):
     workdir = workdirs["decoder"]
     args = ["--prompt=To be"]
@@ -86,8 +86,8 @@ def test_sample_bad_input(workdirs, tmp_path, case):
         args = ["--prompt=naïve ☃"]
         expect = "not in the vocabulary"
     else:
-        args.append("--max_new_tokens=12")  # 5 + 12 > max_len 16
-        expect = "beyond the context: at most 11 new tokens"
+        args.append("--max_new_tokens=-3")  # (past the context is fine: the window slides)
+        expect = "max_new_tokens must be a non-negative integer"
     out = lm("sample", f"--workdir={workdir}", *args)
     assert out.returncode != 0 and out.stdout == ""
     lines = out.stderr.strip().splitlines()

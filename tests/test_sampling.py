@@ -116,3 +116,25 @@ def test_pick_filters_and_renormalises():
         np.testing.assert_allclose(counts[:support] / len(keys), want, atol=0.03)
     greedy = sampling.pick(logits, keys[0], 0.0, 0, 1.0)
     assert int(greedy[0]) == 0
+
+
+def test_slide_past_the_context(lm):
+    """slide=True (what `lm sample` uses) goes on past max_len, as nanoGPT does: after the first
+    window, each chunk starts from the last max_len // 2 tokens."""
+    model, params = lm
+    if model.cfg.kind != "decoder":
+        pytest.skip("sliding is for decoder-only models")
+    T = model.cfg.max_len
+    g = sampling.generate_full(model, params, PROMPT, max_new_tokens=40, temperature=0.0, slide=True)
+    assert g.tokens.shape == (2, 40) and g.stop_reason == "max_new_tokens"
+    assert "past the context" in g.message
+    plain = sampling.generate_full(model, params, PROMPT, max_new_tokens=N, temperature=0.0)
+    np.testing.assert_array_equal(g.tokens[:, :N], plain.tokens)  # the first window: unchanged
+    window = np.concatenate([PROMPT, g.tokens], axis=1)[:, T - T // 2:T]
+    nxt = sampling.generate_full(model, params, window, max_new_tokens=1, temperature=0.0)
+    np.testing.assert_array_equal(nxt.tokens[:, 0], g.tokens[:, N])  # then: the last T // 2
+    long = np.tile(PROMPT, (1, 10))  # 40 tokens > max_len: cut to the most recent, not refused
+    assert sampling.generate_full(model, params, long, max_new_tokens=5, temperature=0.0,
+                                  slide=True).tokens.shape == (2, 5)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        sampling.generate_full(model, params, PROMPT, max_new_tokens=-1, slide=True)

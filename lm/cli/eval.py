@@ -26,7 +26,7 @@ def main(argv):
     checkpoint.checkpoint_step(_WORKDIR.value, _CHECKPOINT.value)  # a clear error if none
     run, state = trainer.load_run(_WORKDIR.value, step=_CHECKPOINT.value)  # None: newest good
     config, model, params, dataset = run.config, run.model, state["params"], run.dataset
-    step = int(state["step"])
+    step = run.restored_step
     if _SPLIT.value not in dataset.splits:
         raise ValueError(f"--split={_SPLIT.value!r}: the dataset has splits {list(dataset.splits)}")
     metrics = trainer.evaluate(params, model=model, dataset=dataset, config=config, split=_SPLIT.value,

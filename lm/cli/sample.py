@@ -60,7 +60,7 @@ def main(argv):
     sampling.check_request(build_model(model_config(config)), prompt, slide=True, **request)
 
     run, state = trainer.load_run(workdir, step=_CHECKPOINT.value)  # None: the newest good one
-    model, params, dataset, step = run.model, state["params"], run.dataset, int(state["step"])
+    model, params, dataset, step = run.model, state["params"], run.dataset, run.restored_step
     out = sampling.generate_full(model, params, prompt, seed=_SEED.value, strict=True, slide=True,
                                  eos_id=getattr(dataset.tokenizer, "eos_id", None), **request)
     text = dataset.tokenizer.decode(out.tokens[0, :out.lengths[0]])
