@@ -299,6 +299,18 @@ def _remove_abandoned_workdirs() -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _check_writable(directory: str, flag: str) -> None:
+    """Fail before training, not after it, when a directory the run writes to is not writable."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".lm-probe-", dir=directory)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise LmError(f"{flag}={directory} is not writable ({e.strerror or e}); choose another "
+                      f"{flag} or fix its permissions") from None
+
+
 def _write(record: dict, archive_dir: str, workdir: str, own_workdir: bool) -> str:
     """Write the record; if the archive cannot take it, keep it (and the workdir) and say where."""
     try:
@@ -360,6 +372,9 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
         command=run_command(rel, e.rung, sets), parent=parent, prediction=prediction,
         seed=int(config.seed), provenance=provenance(path),
     )
+    _check_writable(archive_dir, "--archive")
+    if workdir is not None:
+        _check_writable(workdir, "--workdir")
     own_workdir = workdir is None
     if own_workdir:
         _remove_abandoned_workdirs()

@@ -176,6 +176,7 @@ def _cases(w):
           f"--workdir={new_wd}"], "no such file"),
         (["train", f"--config={exp}", "--config.data.source=hf", "--config.data.hf_name=a/b",
           f"--workdir={new_wd}"], "needs the Hugging Face hub"),
+        (["train", f"--config={exp}", "--workdir=/sys/lm_not_writable"], "/sys/lm_not_writable"),
         # lm eval / lm sample
         (["eval"], "--workdir=DIR"),
         (["eval", "--workdir=/nonexistent/wd"], "no such directory"),
@@ -201,6 +202,11 @@ def _cases(w):
         (["run", w["syntax"], a], "syntax error"),
         (["run", w["raises"], a], "get_config(None) raised RuntimeError: boom"),
         (["run", w["no_get_config"], a], "must define get_config"),
+        (["run", exp, "--workdir=/sys/lm_not_writable", a], "--workdir=/sys/lm_not_writable is not writable"),
+        (["run", exp, "--archive=/sys/lm_not_writable"], "--archive=/sys/lm_not_writable is not writable"),
+        (["baselines", f"--config={exp}", "--orders=0", "--nocompressors", "--out=/sys/lm_x/b.json"],
+         "could not write --out=/sys/lm_x/b.json"),
+        (["archive", "report", a, "--out=/sys/lm_not_writable"], "/sys/lm_not_writable"),
         # lm archive
         (["archive", "frob", a], "unknown subcommand 'frob'"),
         (["archive", "show", "nope", a], "no record with id 'nope'"),
