@@ -411,7 +411,10 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
         stopped = isinstance(err, (KeyboardInterrupt, Interrupted, Stopped))
         record.update(config=config.to_dict(), config_hash=config_hash(config),
                       wall_time=time.time() - start, verdict="broken",
-                      reason=(f"the run was stopped: {type(err).__name__}: {err}" if stopped else
+                      # (a temporary workdir cannot be resumed: no "rerun to resume" advice)
+                      reason=(f"the run was stopped: {type(err).__name__}: "
+                              f"{str(err).split('; a checkpoint')[0] if own_workdir else err}"
+                              if stopped else
                               f"the run crashed: {type(err).__name__}: {err}"),
                       error="".join(traceback.format_exception(err))[-4000:])
         if not own_workdir:

@@ -134,6 +134,13 @@ def world(tmp_path_factory):
     ck.save(2, state, {})
     ck.close()
     w["workdir"] = wd
+    import shutil
+
+    bad_tok = str(root / "bad_tokenizer_workdir")
+    shutil.copytree(wd, bad_tok)
+    with open(os.path.join(bad_tok, "tokenizer", "tokenizer.json"), "w") as f:
+        f.write('{"kind": ')
+    w["bad_tok_workdir"] = bad_tok
     os.makedirs(str(root / "empty_workdir"))
     w["empty_workdir"] = str(root / "empty_workdir")
     bad_json = str(root / "bad_json_workdir")
@@ -183,6 +190,8 @@ def _cases(w):
         (["eval", f"--workdir={w['empty_workdir']}"], "no config.json"),
         (["eval", f"--workdir={wd}", "--checkpoint=999"], "no checkpoint for step 999"),
         (["eval", f"--workdir={wd}", "--split=bogus"], "--split='bogus'"),
+        (["eval", f"--workdir={w['bad_tok_workdir']}"], "tokenizer.json: not valid JSON"),
+        (["sample", f"--workdir={w['bad_tok_workdir']}"], "tokenizer.json: not valid JSON"),
         (["sample", f"--workdir={wd}", "--temperature=-1"], "temperature"),
         (["sample", f"--workdir={wd}", "--top_p=0"], "top_p"),
         (["sample", f"--workdir={wd}", "--max_new_tokens=-5"], "max_new_tokens"),
