@@ -103,11 +103,7 @@ def _check_workdir(workdir: str | None, config) -> None:
     saved = os.path.join(workdir, "config.json")
     if not os.path.exists(saved):
         return
-    with open(saved) as f:
-        try:
-            old = json.load(f)
-        except ValueError as e:
-            raise ConfigError(f"{saved}: not valid JSON ({e}); use a new workdir") from None
+    old = workdir_files.read_json(saved)
     new = config.to_dict()
     for section in ("model", "data"):
         for key, value in new[section].items():
@@ -581,11 +577,7 @@ def load_run(workdir: str, *, step: int | None = None, mesh_cfg: dict | None = N
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {workdir!r} an `lm train` workdir?")
-    with open(path) as f:
-        try:
-            config = workdir_files.config_from_json(json.load(f))
-        except ValueError as e:
-            raise ValueError(f"{path}: not valid JSON ({e}); is the workdir damaged?") from None
+    config = workdir_files.config_from_json(workdir_files.read_json(path))
     workdir_files.resolve_data_location(workdir, config)
     if mesh_cfg is None:  # data parallel over as many devices as the batch allows
         micro = config.train.batch_size // max(config.train.grad_accum, 1)

@@ -15,7 +15,7 @@ import sys
 
 import ml_collections
 
-from lm.config import base_config
+from lm.config import ConfigError, base_config
 from lm.files import atomic_write
 
 
@@ -83,6 +83,16 @@ def summary_writer(logdir: str, start: int):
         if hide:
             del sys.modules["torch"]
     return SummaryWriter(logdir, purge_step=start or None)
+
+
+def read_json(path: str):
+    """A workdir's JSON file; a damaged one is a ConfigError naming the file."""
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except ValueError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e}); the workdir is damaged: "
+                              "use a new one (or restore the file)") from None
 
 
 def config_from_json(values: dict) -> ml_collections.ConfigDict:

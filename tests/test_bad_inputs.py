@@ -118,7 +118,12 @@ def world(tmp_path_factory):
         experiment.run(w["exp"], rung, archive_dir=arch, train_fn=fake_train(floor=0.5),
                        progress=False)
     w["archive"] = arch
-    by_rung = {r["rung"]: r["id"] for r in archive.load_records(arch)}
+    gone = root / "gone.py"  # a record whose experiment file was deleted afterwards
+    gone.write_text(EXPERIMENT.replace('name="tiny"', 'name="gone"'))
+    w["gone_id"] = experiment.run(str(gone), "xs", archive_dir=arch, train_fn=fake_train(floor=0.5),
+                                  progress=False)[0]["id"]
+    os.remove(gone)
+    by_rung = {r["rung"]: r["id"] for r in archive.load_records(arch) if r["experiment"] == "tiny"}
     w["ids"] = [by_rung["xs"], by_rung["s"]]
 
     # A workdir as `lm train` leaves it, with a checkpoint of random weights.
@@ -219,7 +224,8 @@ def _cases(w):
         # lm archive
         (["archive", "frob", a], "unknown subcommand 'frob'"),
         (["archive", "show", "nope", a], "no record with id 'nope'"),
-        (["archive", "show", common, a], "matches 2 records"),
+        (["archive", "show", common, a], "matches 3 records"),
+        (["archive", "rerun", w["gone_id"], a], "gone.py' not found"),
         (["archive", "show", a], "usage: lm archive show ID"),
         (["archive", "list", "--archive=/nonexistent/archive"], "no such directory"),
         (["archive", "list", "--status=bogus", a], "--status='bogus'"),

@@ -7,7 +7,6 @@ newline (or the EOS id). Encoder-decoder models take the prompt as the source an
 Deterministic for a seed; --temperature=0 is greedy.
 """
 
-import json
 import os
 import sys
 
@@ -50,8 +49,8 @@ def main(argv):
 
     # Cheap checks first (config, tokenizer, prompt, lengths, checkpoint), then the restore.
     step = checkpoint.checkpoint_step(workdir, _CHECKPOINT.value)
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = workdir_files.config_from_json(json.load(f))
+    config = workdir_files.config_from_json(
+        workdir_files.read_json(os.path.join(workdir, "config.json")))
     tokenizer = load_tokenizer(os.path.join(workdir, "tokenizer"))
     config.model.vocab_size = tokenizer.vocab_size
     prompt = _prompt_ids(tokenizer, _PROMPT.value)
