@@ -195,7 +195,7 @@ def _cases(w):
         (["eval", f"--workdir={w['empty_workdir']}"], "no config.json"),
         (["eval", f"--workdir={wd}", "--checkpoint=999"], "no checkpoint for step 999"),
         (["eval", f"--workdir={wd}", "--split=bogus"], "--split='bogus'"),
-        (["sample", f"--workdir={w['bad_tok_workdir']}"], "tokenizer.json: not valid JSON"),
+        (["sample", f"--workdir={w['bad_tok_workdir']}"], "tokenizer.json is unreadable"),
         (["sample", f"--workdir={wd}", "--temperature=-1"], "temperature"),
         (["sample", f"--workdir={wd}", "--top_p=0"], "top_p"),
         (["sample", f"--workdir={wd}", "--max_new_tokens=-5"], "max_new_tokens"),
