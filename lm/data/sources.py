@@ -288,10 +288,36 @@ def text_pieces(path: str, strict: bool):
         raise ValueError(f"data file is empty: {path}")
 
 
+def _rows(rows, where: str):
+    """datasets' rows; a malformed file (its parser raises a bare 'JSON parse error ...') is a
+    ValueError naming the file. datasets also logs that error: the line is dropped, ours says it."""
+    import logging
+
+    logger = logging.getLogger("datasets.packaged_modules.json.json")  # where it logs from
+    if not any(isinstance(f, _DropParseLog) for f in logger.filters):
+        logger.addFilter(_DropParseLog())
+    it = iter(rows)
+    while True:
+        try:
+            row = next(it)
+        except StopIteration:
+            return
+        except (ValueError, TypeError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{where}: cannot read it ({e})") from e
+        except Exception as e:  # datasets' DatasetGenerationError and friends
+            raise ValueError(f"{where}: cannot read it ({type(e).__name__}: {e})") from e
+        yield row
+
+
+class _DropParseLog:
+    def filter(self, record) -> bool:
+        return not record.getMessage().startswith("Failed to load JSON from file")
+
+
 def _field_docs(rows, field: str, where: str):
     """One document per row: its non-empty `field` value."""
     n = 0
-    for row in rows:
+    for row in _rows(rows, where):
         if field not in row:
             raise ValueError(f"{where}: no column data.text_field={field!r}; columns: {list(row)}")
         text = row[field]
