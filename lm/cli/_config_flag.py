@@ -2,7 +2,7 @@
 
 config_flags loads the file while absl parses the command line, and reports what goes wrong
 there as tracebacks (a get_config that raises, an unknown --config.KEY) or defers it (a
-missing file). `define` wraps the flag's parser so each of these is one line
+missing file). `one_line_errors` wraps the flag's parser so each of these is one line
 `lm COMMAND: error: ...`; `load` returns the config with the rung of `FILE.py:RUNG` applied.
 """
 
@@ -27,8 +27,9 @@ def _last_line(text: str) -> str:
     return re.sub(r"^[\w.]+(Error|Exception): ", "", last)
 
 
-def define(command: str, name: str = "config", help_text: str = "Experiment file[:RUNG]."):
-    holder = config_flags.DEFINE_config_file(name, None, help_text)
+def one_line_errors(holder, command: str):
+    """Wrap a config_flags.DEFINE_config_file flag's parser (see the module docstring)."""
+    name = holder.name
     config_flag = flags.FLAGS[name]
     parse_config = config_flag._parse
 
@@ -76,7 +77,7 @@ def define(command: str, name: str = "config", help_text: str = "Experiment file
 
 
 def load(holder, name: str = "config"):
-    """(config, 'file[:arg]') from a `define`d flag, with the rung of `file:rung` applied.
+    """(config, 'file[:arg]') from a wrapped flag, with the rung of `file:rung` applied.
 
     If the arg names a rung of config.experiment.ladder that the file did not apply itself,
     its overrides are applied here, and command-line --config.* overrides again on top.

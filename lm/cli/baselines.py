@@ -8,11 +8,13 @@ experiment's data, in bits per byte of the held-out split. Prints a table, write
 import os
 
 from absl import flags
+from ml_collections import config_flags
 
 from lm.cli import _config_flag
 from lm.cli._errors import one_line_errors
 
-_CONFIG = _config_flag.define("baselines", help_text="Experiment config file[:arg].")
+_CONFIG = _config_flag.one_line_errors(config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file[:arg]."), "baselines")
 _ORDERS = flags.DEFINE_string("orders", "0..8", "n-gram orders: 'a..b', 'K' (= 0..K) or 'a,b,c'.")
 _SPLIT = flags.DEFINE_string("split", "", "Held-out split; default config.experiment.split.")
 _OUT = flags.DEFINE_string("out", "", "JSON output file.")

@@ -12,6 +12,7 @@ import os
 import sys
 
 from absl import flags
+from ml_collections import config_flags
 
 from lm.cli import _config_flag
 
@@ -20,8 +21,8 @@ def _fail(message: str) -> None:
     sys.exit(f"lm train: error: {message}")
 
 
-_CONFIG = _config_flag.define(
-    "train", help_text="Experiment file, `path.py` or `path.py:RUNG` (get_config(RUNG)).")
+_CONFIG = _config_flag.one_line_errors(config_flags.DEFINE_config_file(
+    "config", None, "Experiment file, `path.py` or `path.py:RUNG` (get_config(RUNG))."), "train")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config, metrics and checkpoints.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 _COORDINATOR = flags.DEFINE_string(
