@@ -47,21 +47,47 @@ def param(module: nn.Module, name: str, shape, axes, std: float = 0.02, init=Non
     return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
 
 
-def apply_rope(x, positions, base: float = 10000.0):
+def rope_frequencies(cfg: ModelConfig):
+    """Inverse wavelengths [R/2] of the R = cfg.rotary_dims rotated dims, scaled as cfg says.
+
+    linear: every frequency divided by rope_factor. llama3 (Llama 3.1): wavelengths longer than
+    original_max_len / low_freq_factor are stretched by rope_factor, shorter than
+    original_max_len / high_freq_factor kept, and the band between interpolated smoothly.
+    """
+    half = cfg.rotary_dims // 2
+    freq = cfg.rope_base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    if cfg.rope_scaling == "linear":
+        freq = freq / cfg.rope_factor
+    elif cfg.rope_scaling == "llama3":
+        orig, low, high = cfg.rope_original_max_len, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+        wavelen = 2 * jnp.pi / freq
+        scaled = jnp.where(wavelen > orig / low, freq / cfg.rope_factor, freq)
+        smooth = (orig / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / cfg.rope_factor + smooth * scaled
+        medium = (wavelen >= orig / high) & (wavelen <= orig / low)
+        freq = jnp.where(medium, smoothed, scaled)
+    return freq
+
+
+def apply_rope(x, positions, base: float = 10000.0, freq=None):
     """Rotary position embedding (RoFormer) on the last axis of x [B, T, H, E].
 
-    Pairs (x_i, x_{i+E/2}) are rotated by angle pos * base^(-2i/E), so q.k depends on the
-    position difference only. positions: [T] or [B, T] integers.
+    Pairs (x_i, x_{i+R/2}) are rotated by angle pos * freq_i, so q.k depends on the position
+    difference only. freq: [R/2] inverse wavelengths (default base^(-2i/E) over all E dims, see
+    `rope_frequencies`); dims past R pass through unrotated (partial rotary, GPT-NeoX).
+    positions: [T] or [B, T] integers.
     """
-    half = x.shape[-1] // 2
-    freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angle = jnp.asarray(positions, jnp.float32)[..., None] * freq  # [(B,) T, E/2]
+    if freq is None:
+        half = x.shape[-1] // 2
+        freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    half = freq.shape[0]
+    angle = jnp.asarray(positions, jnp.float32)[..., None] * freq  # [(B,) T, R/2]
     if angle.ndim == 2:
         angle = angle[None]
-    sin = jnp.sin(angle)[:, :, None, :].astype(x.dtype)  # [B|1, T, 1, E/2]
+    sin = jnp.sin(angle)[:, :, None, :].astype(x.dtype)  # [B|1, T, 1, R/2]
     cos = jnp.cos(angle)[:, :, None, :].astype(x.dtype)
-    x1, x2 = x[..., :half], x[..., half:]
-    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    x1, x2, rest = x[..., :half], x[..., half:2 * half], x[..., 2 * half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], axis=-1)
 
 
 def segment_mask(q_segment_ids, kv_segment_ids):
@@ -75,10 +101,15 @@ def key_mask(kv_segment_ids, num_queries: int):
     return jnp.broadcast_to(valid, valid.shape[:2] + (num_queries,) + valid.shape[3:])
 
 
-def causal_mask(num_queries: int, num_keys: int, offset=0):
-    """[1, 1, T, S] bool: query t (at absolute position offset + t) sees keys s <= offset + t."""
+def causal_mask(num_queries: int, num_keys: int, offset=0, window: int = 0):
+    """[1, 1, T, S] bool: query t (at absolute position offset + t) sees keys s <= offset + t,
+    and with a sliding window only the last `window` of them (s > offset + t - window)."""
     q_pos = offset + jnp.arange(num_queries)[:, None]
-    return (jnp.arange(num_keys)[None, :] <= q_pos)[None, None]
+    k_pos = jnp.arange(num_keys)[None, :]
+    seen = k_pos <= q_pos
+    if window:
+        seen = seen & (k_pos > q_pos - window)
+    return seen[None, None]
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -344,6 +375,14 @@ def reference_smoother(kernel: Kernel, q, k, v, mask=None):
 # ----------------------------------------------------------------------------- the module
 
 
+def _rms_norm(module: nn.Module, name: str, x, eps: float):
+    """RMS norm over the head dim of x [B, T, H, E] with a learned scale [E] (float32 stats)."""
+    xf = x.astype(jnp.float32)
+    y = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + eps)
+    return (y * param(module, name, (x.shape[-1],), ("kv",), init=nn.initializers.ones)).astype(x.dtype)
+
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention (Alg 5): H kernel smoothers side by side, then an output mix.
 
@@ -369,28 +408,32 @@ class MultiHeadAttention(nn.Module):
         kernel = make_kernel(cfg)
         x = x.astype(dt)
         bias_init = nn.initializers.zeros
+        qkv_bias = cfg.use_bias or cfg.qkv_bias
 
         if not self.cross and kvh == h:  # one fused projection for q, k and v
             w = param(self, "qkv", (d, 3, h, e), ("embed", None, "heads", "kv"))
             qkv = jnp.einsum("btd,dnhe->nbthe", x, w.astype(dt))
-            if cfg.use_bias:
+            if qkv_bias:
                 qkv = qkv + param(self, "qkv_bias", (3, h, e), (None, "heads", "kv"),
                                   init=bias_init).astype(dt)[:, None, None]
             q, k, v = qkv[0], qkv[1], qkv[2]
         else:
             q = jnp.einsum("btd,dhe->bthe", x, param(self, "query", (d, h, e),
                                                      ("embed", "heads", "kv")).astype(dt))
-            if cfg.use_bias:
+            if qkv_bias:
                 q = q + param(self, "query_bias", (h, e), ("heads", "kv"), init=bias_init).astype(dt)
             k = v = None
             src = x if not self.cross else context
             if src is not None:
                 wkv = param(self, "kv", (d, 2, kvh, e), ("embed", None, "kv_heads", "kv"))
                 kv = jnp.einsum("bsd,dnke->nbske", src.astype(dt), wkv.astype(dt))
-                if cfg.use_bias:
+                if qkv_bias:
                     kv = kv + param(self, "kv_bias", (2, kvh, e), (None, "kv_heads", "kv"),
                                     init=bias_init).astype(dt)[:, None, None]
                 k, v = kv[0], kv[1]
+        if cfg.qk_norm:  # per-head RMS norm of queries and keys (Qwen3)
+            q = _rms_norm(self, "query_norm", q, cfg.norm_eps)
+            k = None if k is None else _rms_norm(self, "key_norm", k, cfg.norm_eps)
         q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
 
         mask, causal = None, False
@@ -403,15 +446,20 @@ class MultiHeadAttention(nn.Module):
         else:
             if cfg.position == "rope":
                 pos = jnp.arange(q.shape[1]) if positions is None else positions
-                q, k = apply_rope(q, pos, cfg.rope_base), apply_rope(k, pos, cfg.rope_base)
+                freq = rope_frequencies(cfg)
+                q, k = apply_rope(q, pos, freq=freq), apply_rope(k, pos, freq=freq)
+            window = cfg.sliding_window if self.causal else 0
             if self.decode and self.has_variable("cache", "cached_key"):
-                k, v, mask = self._self_cache(k, v)
+                k, v, mask = self._self_cache(k, v, window)
             else:
                 if self.decode:  # initialising: create the cache sized by this input
                     self._self_cache(k, v)
                 causal = self.causal
                 if q_segment_ids is not None:
                     mask = segment_mask(q_segment_ids, q_segment_ids)
+                if window:
+                    wmask = causal_mask(q.shape[1], k.shape[1], window=window)
+                    mask = wmask if mask is None else mask & wmask
         k = nn.with_logical_constraint(k, ("batch", "length", "kv_heads", "kv"))
         v = nn.with_logical_constraint(v, ("batch", "length", "kv_heads", "kv"))
 
@@ -425,7 +473,7 @@ class MultiHeadAttention(nn.Module):
             y = y + param(self, "out_bias", (d,), ("embed",), init=bias_init).astype(dt)
         return y
 
-    def _self_cache(self, k, v):
+    def _self_cache(self, k, v, window: int = 0):
         """Append k, v [B, T, K, E] at cache_index; returns all cached keys/values and the mask."""
         is_init = not self.has_variable("cache", "cached_key")
         ck = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
@@ -438,7 +486,7 @@ class MultiHeadAttention(nn.Module):
         ck.value = jax.lax.dynamic_update_slice(ck.value, k.astype(ck.value.dtype), (0, idx, 0, 0))
         cv.value = jax.lax.dynamic_update_slice(cv.value, v.astype(cv.value.dtype), (0, idx, 0, 0))
         ci.value = idx + t
-        return ck.value, cv.value, causal_mask(t, length, offset=idx)
+        return ck.value, cv.value, causal_mask(t, length, offset=idx, window=window)
 
     def _cross_cache(self, k, v, kv_segment_ids):
         """Store the projected context (when given) or read it back (context=None)."""

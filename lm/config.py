@@ -18,7 +18,8 @@ import ml_collections
 KERNELS = ("exp", "rbf", "linear", "performer")
 POSITIONS = ("learned", "rope", "none")
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu")
+MLPS = ("gelu", "gelu_exact", "swiglu")  # gelu is the tanh form (GPT-2); gelu_exact erf (GPT-NeoX)
+ROPE_SCALINGS = ("none", "linear", "llama3")
 REMAT_POLICIES = ("none", "full", "dots")
 DTYPES = ("float32", "bfloat16")
 MODEL_KINDS = ("decoder", "encoder_decoder")
@@ -51,8 +52,20 @@ class ModelConfig:
     rope_base: float = 10000.0
     norm: str = "layernorm"  # layernorm | rmsnorm
     pre_norm: bool = True  # pre-LN (default) or post-LN
-    mlp: str = "gelu"  # gelu | swiglu
+    mlp: str = "gelu"  # gelu (tanh approximation) | gelu_exact (erf) | swiglu
     use_bias: bool = True
+    # Knobs that pretrained families need (lm.hf); the defaults are lm's original behaviour.
+    norm_eps: float = 1e-6  # added to the variance in layer / RMS norms (HF: 1e-5 for most)
+    qkv_bias: bool = False  # biases on the q/k/v projections even when use_bias is off (Qwen2)
+    rope_scaling: str = "none"  # none | linear | llama3 (Llama 3.1 frequency-dependent scaling)
+    rope_factor: float = 1.0  # linear / llama3: positions (low frequencies) stretched this much
+    rope_low_freq_factor: float = 1.0  # llama3: wavelengths above orig_len / this are divided by factor
+    rope_high_freq_factor: float = 4.0  # llama3: wavelengths below orig_len / this are kept
+    rope_original_max_len: int = 8192  # llama3: the context the model was first trained at
+    rotary_fraction: float = 1.0  # rope on the first fraction of each head's dims (GPT-NeoX: 0.25)
+    parallel_residual: bool = False  # x + attn(norm1(x)) + mlp(norm2(x)) (GPT-NeoX, GPT-J)
+    qk_norm: bool = False  # RMS norm on each head's queries and keys before rope (Qwen3)
+    sliding_window: int = 0  # each query sees at most this many keys, itself included (0: all)
     dropout: float = 0.0
     tie_embeddings: bool = True
     # Mixture of experts: replaces the dense MLP in every moe_every-th layer (0 = off).
@@ -85,8 +98,24 @@ class ModelConfig:
         need(self.num_heads % self.kv_heads == 0, "num_kv_heads",
              f"{self.kv_heads} kv heads do not divide num_heads={self.num_heads}")
         need(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
-        need(self.position != "rope" or self.head_size % 2 == 0, "position",
-             f"rope needs an even head dim, got {self.head_size}")
+        need(self.norm_eps > 0, "norm_eps", f"must be positive, got {self.norm_eps}")
+        need(self.rope_scaling in ROPE_SCALINGS, "rope_scaling",
+             f"{self.rope_scaling!r} is not one of {ROPE_SCALINGS}")
+        need(self.rope_factor > 0, "rope_factor", f"must be positive, got {self.rope_factor}")
+        if self.rope_scaling == "llama3":
+            need(0 < self.rope_low_freq_factor < self.rope_high_freq_factor, "rope_low_freq_factor",
+                 f"llama3 needs 0 < rope_low_freq_factor < rope_high_freq_factor, got "
+                 f"{self.rope_low_freq_factor} and {self.rope_high_freq_factor}")
+            need(self.rope_original_max_len > 0, "rope_original_max_len", "must be positive")
+        need(0 < self.rotary_fraction <= 1, "rotary_fraction",
+             f"must be in (0, 1], got {self.rotary_fraction}")
+        need(self.position != "rope" or (self.rotary_dims > 0 and self.rotary_dims % 2 == 0),
+             "rotary_fraction", f"rope needs an even, positive number of rotated dims; "
+             f"{self.rotary_fraction} of head dim {self.head_size} is {self.rotary_dims}")
+        need(not self.parallel_residual or (self.pre_norm and self.kind == "decoder"),
+             "parallel_residual", "needs pre_norm=True and kind='decoder' (each branch reads "
+             "its own norm of the same input)")
+        need(self.sliding_window >= 0, "sliding_window", f"must be >= 0, got {self.sliding_window}")
         need(self.kernel_scale >= 0, "kernel_scale", f"must be >= 0, got {self.kernel_scale}")
         need(self.performer_features > 0, "performer_features", "must be positive")
         if self.moe_every:
@@ -111,6 +140,11 @@ class ModelConfig:
         if self.mlp == "swiglu":  # keeps parameters equal to a 4x GELU MLP
             return 8 * ((8 * self.d_model // 3 + 7) // 8)
         return 4 * self.d_model
+
+    @property
+    def rotary_dims(self) -> int:
+        """Dims of each head that rope rotates (HF: int(head_dim * rotary_pct))."""
+        return int(self.head_size * self.rotary_fraction)
 
     @property
     def encoder_layers(self) -> int:

@@ -75,7 +75,7 @@ class LayerNorm(nn.Module):
         xf = x.astype(jnp.float32)
         if self.cfg.norm == "layernorm":
             xf = xf - jnp.mean(xf, axis=-1, keepdims=True)
-        y = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + 1e-6)
+        y = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + self.cfg.norm_eps)
         y = y * param(self, "scale", (d,), ("embed",), init=nn.initializers.ones)
         if self.cfg.norm == "layernorm" and self.cfg.use_bias:
             y = y + param(self, "bias", (d,), ("embed",), init=nn.initializers.zeros)
@@ -83,10 +83,10 @@ class LayerNorm(nn.Module):
 
 
 def _activate(cfg: ModelConfig, h):
-    """GELU on [..., F], or SwiGLU on [..., 2, F] (gate, up)."""
+    """GELU (tanh form, or exact erf for gelu_exact) on [..., F], or SwiGLU on [..., 2, F] (gate, up)."""
     if cfg.mlp == "swiglu":
         return jax.nn.silu(h[..., 0, :]) * h[..., 1, :]
-    return jax.nn.gelu(h)
+    return jax.nn.gelu(h, approximate=cfg.mlp != "gelu_exact")
 
 
 class MLP(nn.Module):
@@ -227,7 +227,8 @@ class Dropout(nn.Module):
 class Block(nn.Module):
     """One transformer layer: self-attention, optional cross-attention, MLP or MoE.
 
-    Pre-LN (default): x + f(norm(x)); post-LN: norm(x + f(x)). The call signature
+    Pre-LN (default): x + f(norm(x)); post-LN: norm(x + f(x)); parallel residual (GPT-NeoX):
+    x + attn(attn_norm(x)) + mlp(mlp_norm(x)), both branches reading the same x. The call signature
     (x, context, positions, segment ids...) -> x suits nn.scan (see lm.models).
     """
 
@@ -251,6 +252,14 @@ class Block(nn.Module):
             return nn.with_logical_constraint(x, RESIDUAL)
 
         attn = MultiHeadAttention(cfg, causal=self.causal, decode=self.decode, name="attn")
+        if cfg.parallel_residual:  # validated: decoder-only, pre-LN, no MoE-specific change
+            ffn = MoE(cfg, name="moe") if self.moe else MLP(cfg, name="mlp")
+            a = attn(LayerNorm(cfg, name="attn_norm")(x), positions=positions,
+                     q_segment_ids=segment_ids)
+            m = ffn(LayerNorm(cfg, name="mlp_norm")(x))
+            drop = Dropout(cfg.dropout)
+            x = x + drop(a, deterministic=self.deterministic) + drop(m, deterministic=self.deterministic)
+            return nn.with_logical_constraint(x, RESIDUAL)
         x = sublayer("attn", lambda h: attn(h, positions=positions, q_segment_ids=segment_ids), x)
         if self.cross:
             cross = MultiHeadAttention(cfg, causal=False, cross=True, decode=self.decode,
