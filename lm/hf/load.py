@@ -1,0 +1,138 @@
+"""Pretrained Hugging Face models as lm models: config, parameters placed tensor by tensor.
+
+    family, cfg, hf_config = pretrained_config(directory)
+    params = load_params(directory, family, cfg, shardings)     # each leaf in its NamedSharding
+    tensors = export_tensors(params, family, cfg)               # {HF name: numpy array}
+
+No parameter tree is ever built on the host as a whole: each lm parameter is converted from its
+HF tensor(s) when placed (jax.make_array_from_callback hands each device its slice), so a model
+larger than one device loads onto a mesh, and host memory holds one tensor at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+from flax import linen as nn
+
+from lm.config import ModelConfig
+from lm.hf import configs, weights
+from lm.hf.safetensors_io import CheckpointError, SafetensorsDir
+
+# Non-parameter buffers some checkpoints carry (causal masks, rotary tables).
+IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", ".attention.bias", ".attention.masked_bias",
+                    ".rotary_emb.inv_freq")
+
+
+def read_config(directory: str) -> dict:
+    path = os.path.join(directory, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{directory}: no config.json, so not a Hugging Face model directory")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def pretrained_config(directory: str, max_len: int | None = None, **overrides):
+    """(family, ModelConfig, the config.json dict) of a model directory.
+
+    overrides: ModelConfig fields that do not change the weights (dtype, remat, dropout, ...).
+    """
+    hf = read_config(directory)
+    family, kw = configs.from_hf(hf, max_len)
+    return family, ModelConfig(**{**kw, **overrides}), hf
+
+
+def param_paths(cfg: ModelConfig) -> dict:
+    """{lm params path tuple: shape} of an initialised model (eval_shape: no compute)."""
+    from lm import models
+
+    model = models.build_model(cfg)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), np.zeros((1, 1), np.int32))
+    flat = jax.tree_util.tree_flatten_with_path(nn.unbox(shapes["params"]))[0]
+    return {tuple(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
+
+
+def _check_table(family: str, cfg: ModelConfig, entries) -> dict:
+    shapes = param_paths(cfg)
+    have = {e.path for e in entries}
+    if have != set(shapes):
+        missing = sorted(set(shapes) - have)[:3]
+        raise configs.UnsupportedModel(
+            f"{family}: lm parameters {missing} have no Hugging Face tensor (model.scan_layers, "
+            "MoE and encoder-decoder models are not importable / exportable)")
+    return shapes
+
+
+def _hf_shapes(entry, lm_shape) -> list:
+    """The HF tensor shapes an entry expects (to_hf on a zero-stride stand-in: no memory)."""
+    return [a.shape for a in entry.to_hf(np.broadcast_to(np.float32(0), lm_shape))]
+
+
+def load_params(directory: str, family: str, cfg: ModelConfig, shardings=None):
+    """The lm params pytree of a HF checkpoint directory.
+
+    shardings: a pytree of jax.sharding.Sharding like the params (None: the default device).
+    Errors (CheckpointError, a ValueError) name the missing or mis-shaped tensor.
+    """
+    store = SafetensorsDir(directory)
+    entries = weights.table(family, cfg)
+    shapes = _check_table(family, cfg, entries)
+    available = set(store.names)
+    used = set()
+    resolved = []
+    for entry in entries:  # all checks before any tensor is read
+        names = []
+        for name, want in zip(entry.hf, _hf_shapes(entry, shapes[entry.path])):
+            stored = weights.resolve(name, family, available)
+            if stored is None:
+                raise CheckpointError(f"{directory}: tensor {name!r} is missing (a {family} model "
+                                      f"with this config.json needs it)")
+            if store.shape(stored) != tuple(want):
+                raise CheckpointError(f"{directory}: tensor {stored!r} has shape "
+                                      f"{list(store.shape(stored))}, config.json implies {list(want)}")
+            names.append(stored)
+        used.update(names)
+        resolved.append((entry, names))
+    extra = sorted(n for n in available - used if not n.endswith(IGNORED_SUFFIXES)
+                   and not (cfg.tie_embeddings and n in ("lm_head.weight", "embed_out.weight")))
+    if extra:
+        raise CheckpointError(f"{directory}: tensor {extra[0]!r} is not used by a {family} model "
+                              f"with this config.json ({len(extra)} unused); refusing a partial load")
+
+    flat_shardings = {}
+    if shardings is not None:
+        leaves = jax.tree_util.tree_flatten_with_path(shardings)[0]
+        flat_shardings = {tuple(k.key for k in path): s for path, s in leaves}
+    params: dict = {}
+    for entry, names in resolved:
+        full = entry.to_lm(*[np.asarray(store.read(n), np.float32) for n in names])
+        sharding = flat_shardings.get(entry.path)
+        if sharding is None:
+            leaf = jax.device_put(full)
+        else:
+            leaf = jax.make_array_from_callback(full.shape, sharding, lambda idx, a=full: a[idx])
+        node = params
+        for key in entry.path[:-1]:
+            node = node.setdefault(key, {})
+        node[entry.path[-1]] = leaf
+        del full
+    return params
+
+
+def export_tensors(params, family: str, cfg: ModelConfig):
+    """{canonical HF tensor name: float32 numpy array}, one lm parameter at a time (a generator)."""
+    entries = weights.table(family, cfg)
+    _check_table(family, cfg, entries)
+    for entry in entries:
+        node = params
+        for key in entry.path:
+            node = node[key]
+        arrays = entry.to_hf(np.asarray(jax.device_get(node), np.float32))
+        for name, array in zip(entry.hf, arrays):
+            yield name, np.ascontiguousarray(array)
