@@ -207,6 +207,10 @@ def base_config() -> ml_collections.ConfigDict:
         trackers=(), tracker_project="lm", tracker_run_name="", tracking_uri="",
     )
 
+    # Start from a pretrained model: hf:ORG/NAME, a Hugging Face model directory or an lm workdir
+    # ('' = train from scratch). It fixes the architecture and tokenizer (lm/hf/pretrained.py).
+    c.init_from = ""
+
     # Mesh axis sizes; one may be -1 to take the remaining devices.
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
 

@@ -153,6 +153,9 @@ def setup(config, workdir: str | None = None, *, mesh=None) -> Run:
     from lm.data import build_dataset
 
     config = copy.deepcopy(config)
+    if config.get("init_from"):  # the pretrained model's architecture and tokenizer
+        from lm.hf import pretrained
+        config = pretrained.apply(config, workdir)
     mcfg = _validate(config)
     t = config.train
     if mesh is None:
@@ -186,8 +189,9 @@ def setup(config, workdir: str | None = None, *, mesh=None) -> Run:
                param_specs, state_shardings, abstract)
 
 
-def init_state(run: Run) -> dict:
-    """Fresh train state, created directly in its sharded layout."""
+def init_state(run: Run, params=None) -> dict:
+    """Fresh train state, created directly in its sharded layout; `params` (already placed in
+    run.param_shardings, e.g. a pretrained model) replace the random initialisation."""
     t = run.config.train
     init_rng, train_rng = jax.random.split(jax.random.PRNGKey(run.config.seed))
     init = _init_fn(run.model, run.model_cfg, t.objective, sharding.batch_axis_size(run.mesh))
@@ -196,8 +200,11 @@ def init_state(run: Run) -> dict:
         return params, run.tx.init(params)
 
     with sharding.activate(run.mesh):  # one jit: params and optimizer state born sharded
-        params, opt_state = jax.jit(fresh, out_shardings=(
-            run.param_shardings, run.state_shardings["opt_state"]))(init_rng)
+        if params is None:
+            params, opt_state = jax.jit(fresh, out_shardings=(
+                run.param_shardings, run.state_shardings["opt_state"]))(init_rng)
+        else:
+            opt_state = jax.jit(run.tx.init, out_shardings=run.state_shardings["opt_state"])(params)
     rep = sharding.replicated(run.mesh)
     return {"step": jax.device_put(jnp.zeros((), jnp.int32), rep),
             "rng": jax.device_put(train_rng, rep), "params": params, "opt_state": opt_state}
@@ -454,7 +461,8 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float) -> 
         start = int(jax.device_get(state["step"]))
         guard.saved(start)
     else:
-        state, start = init_state(run), 0
+        from lm.hf import pretrained  # init_from: pretrained params (None: random init)
+        state, start = init_state(run, pretrained.initial_params(run)), 0
 
     metrics_log = workdir_files.MetricsLog(  # + W&B / MLflow when train.trackers asks
         os.path.join(workdir, "metrics.jsonl"), start, enabled=main,

@@ -18,6 +18,7 @@ reference runs in float32 on the same rounded weights), qwen2 as sharded safeten
 from __future__ import annotations
 
 import argparse
+import collections
 import inspect
 import os
 import shutil
@@ -56,9 +57,10 @@ def sentencepiece_style_tokenizer(text: str) -> Tokenizer:
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
                                      decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     specials = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-    alphabet = sorted(set(text.replace(" ", "▁")))[:40]  # the rest falls back to bytes
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=specials, initial_alphabet=alphabet,
-                                  limit_alphabet=len(alphabet))
+    counts = collections.Counter(text.replace(" ", "▁"))
+    alphabet = sorted(c for c, n in counts.items() if n >= 3)  # rarer characters fall back to bytes
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB + 40, special_tokens=specials,
+                                  initial_alphabet=alphabet, limit_alphabet=len(alphabet))
     tok.train_from_iterator([text.replace(" ", "▁")], trainer)
     return tok
 
@@ -115,7 +117,7 @@ def make(name: str, spec: dict, out: str, text: str, prompt_text: str) -> None:
         tokenizer_object=tok, eos_token="</s>" if spec["tokenizer"] == "sentencepiece" else "<|endoftext|>")
     cfg_kw = dict(spec["config"])
     model_type = cfg_kw.pop("model_type")
-    cfg_kw.update(vocab_size=VOCAB, bos_token_id=None, eos_token_id=fast.eos_token_id,
+    cfg_kw.update(vocab_size=-(-len(fast) // 8) * 8, bos_token_id=None, eos_token_id=fast.eos_token_id,
                   pad_token_id=None)
     config = transformers.AutoConfig.for_model(model_type, **cfg_kw)
     model = getattr(transformers, spec["cls"])(config).eval()

@@ -13,6 +13,8 @@ COMMANDS = {
     "baselines": "n-gram and compressor baselines in bits per byte on an experiment's data.",
     "run": "Run one rung of an experiment file and write a record into the archive.",
     "archive": "List, show, rerun and report archived experiment records.",
+    "import": "Make a workdir from a Hugging Face model (hf:ORG/NAME or a local directory).",
+    "export": "Write a workdir as a Hugging Face model directory (config, safetensors, tokenizer).",
 }
 
 

@@ -138,6 +138,19 @@ def train_tokenizer(cfg, source) -> Tokenizer:
     return SentencePieceTokenizer.train(text, vocab, max_chars=len(text))
 
 
+def _hf_tokenizer(workdir: str | None) -> Tokenizer:
+    """data.tokenizer='hf': the pretrained model's tokenizer, put into the workdir by `lm import`
+    or the init_from config key (lm/hf); it is never trained from the data."""
+    saved = os.path.join(workdir, "tokenizer") if workdir else ""
+    if not saved or not os.path.isdir(saved):
+        raise ConfigError("data.tokenizer='hf' uses the tokenizer of a pretrained model: it comes "
+                          "with `lm import` or the init_from config key, not from the data")
+    tok = load_tokenizer(saved)
+    if tok.name != "hf":
+        raise ConfigError(f"{saved} holds a {tok.name} tokenizer but data.tokenizer='hf'")
+    return tok
+
+
 def _has_checkpoints(workdir: str) -> bool:
     folder = os.path.join(workdir, "checkpoints")
     return os.path.isdir(folder) and any(n.isdigit() for n in os.listdir(folder))
@@ -211,6 +224,9 @@ def _prepare(cfg, source, seq_len: int, workdir: str | None, masking: bool) -> t
         if int(cfg[key]) < 1:
             raise ConfigError(f"data.{key}={cfg[key]} must be positive")
     spec = tokenizer_spec(cfg, source)
+    hf_tok = _hf_tokenizer(workdir) if cfg.tokenizer == "hf" else None
+    if hf_tok is not None:  # the store is per pretrained tokenizer too
+        spec["hf"] = fingerprint(hf_tok)
     if cfg.tokenizer == "sentencepiece":  # refuse an impossible width before training
         store.dtype_for(spec["vocab_size"], cfg.store_dtype)
     root = os.path.join(store_dir(cfg), f"{source.name}-{_hash(spec)}")
@@ -220,7 +236,8 @@ def _prepare(cfg, source, seq_len: int, workdir: str | None, masking: bool) -> t
         existed = os.path.isdir(root)
         folders, manifests = [], []
         try:
-            tok = _store_tokenizer(cfg, source, root, spec, workdir_tokenizer(workdir, spec, cfg.tokenizer))
+            tok = hf_tok if hf_tok is not None else _store_tokenizer(
+                cfg, source, root, spec, workdir_tokenizer(workdir, spec, cfg.tokenizer))
             dtype = store.dtype_for(tok.vocab_size, cfg.store_dtype)
             for part in parts:
                 suffix = "" if part is source else f"-{_hash(part.identity)}"

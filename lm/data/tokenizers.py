@@ -22,7 +22,7 @@ import tempfile
 
 import numpy as np
 
-TOKENIZERS = ("byte", "char", "sentencepiece")
+TOKENIZERS = ("byte", "char", "sentencepiece", "hf")  # hf: saved by `lm import` / init_from (lm.hf)
 _META = "tokenizer.json"
 _SPM = "spm.model"
 
@@ -307,6 +307,9 @@ def load_tokenizer(directory: str) -> Tokenizer:
                              f"delete {directory} to rebuild it") from None
     if kind == "symbol":
         return SymbolTokenizer(meta["vocab_size"])
+    if kind == "hf":  # a Hugging Face tokenizer.json (lm.hf imports only lm.data below it)
+        from lm.hf.tokenizer import HFTokenizer
+        return HFTokenizer.load(directory, meta)
     raise ValueError(f"{path}: unknown tokenizer kind {kind!r}")
 
 

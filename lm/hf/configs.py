@@ -186,9 +186,9 @@ def to_hf(cfg: ModelConfig, family: str, base: dict | None = None) -> dict:
     """config.json for `cfg` as `family` (values from `base`, the imported config.json, kept
     where lm has no say, e.g. token ids)."""
     out = dict(base or {})
-    out.update(architectures=[ARCHITECTURE_OF[family]], model_type=family,
-               vocab_size=cfg.vocab_size, torch_dtype="float32")
-    out.pop("dtype", None)
+    dtype_key = "torch_dtype" if "torch_dtype" in out else "dtype"  # transformers < 5 / >= 5
+    out.update(architectures=[ARCHITECTURE_OF[family]], model_type=family, vocab_size=cfg.vocab_size)
+    out[dtype_key] = "float32"
     if family in LLAMA_STYLE:
         out.update(hidden_size=cfg.d_model, intermediate_size=cfg.ff_size,
                    num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
