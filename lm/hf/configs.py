@@ -197,6 +197,8 @@ def to_hf(cfg: ModelConfig, family: str, base: dict | None = None) -> dict:
                    max_position_embeddings=max(cfg.max_len, out.get("max_position_embeddings", 0)),
                    rope_parameters=_rope_parameters(cfg, out.get("rope_parameters")))
         out.pop("rope_theta", None), out.pop("rope_scaling", None)
+        if base and "head_dim" not in base and cfg.head_size * cfg.num_heads == cfg.d_model:
+            del out["head_dim"]  # older configs leave the default out
         if family == "mistral":
             out["sliding_window"] = cfg.sliding_window or None
         if family in ("qwen2", "qwen3"):

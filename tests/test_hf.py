@@ -1,0 +1,192 @@
+"""Hugging Face interop against tiny random models made by `transformers`
+(scripts/make_hf_fixtures.py; committed under tests/fixtures/hf/<family>/).
+
+Each fixture holds the HF files and expected.npz: a 520-token prompt, float32 logits at some
+positions, and HF's greedy continuation. lm must match the logits to 1e-4, its KV-cache greedy
+decode must give HF's continuation, and import -> export must give back HF's files exactly.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from lm import models, sampling
+from lm.hf import configs, hub, load
+from lm.hf.safetensors_io import CheckpointError, SafetensorsDir
+from lm.hf.tokenizer import HFTokenizer
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "hf")
+FAMILIES = ["llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt_neox"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fixture(family):
+    return os.path.join(FIXTURES, family)
+
+
+def expected(family):
+    with np.load(os.path.join(fixture(family), "expected.npz")) as z:
+        return {k: z[k] for k in z.files}
+
+
+def loaded(family):
+    fam, cfg, _ = load.pretrained_config(fixture(family), None if family == "gpt2" else 544)
+    assert fam == family
+    return cfg, load.load_params(fixture(family), fam, cfg)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_logits_match_transformers(family):
+    cfg, params = loaded(family)
+    want = expected(family)
+    logits = np.asarray(models.build_model(cfg).apply({"params": params}, want["prompt_ids"][None]))[0]
+    assert len(want["prompt_ids"]) >= 500
+    np.testing.assert_allclose(logits[want["positions"]], want["logits"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["mistral", "gpt_neox"])  # sliding window; partial rotary
+def test_kv_cache_greedy_decode_matches_transformers(family):
+    cfg, params = loaded(family)
+    want = expected(family)
+    model = models.build_model(cfg)
+    new = sampling.generate(model, params, want["prompt_ids"], max_new_tokens=len(want["greedy"]),
+                            temperature=0.0)
+    np.testing.assert_array_equal(np.asarray(new).reshape(-1), want["greedy"])
+
+
+def test_kv_cache_decode_equals_full_forward_past_the_sliding_window():
+    cfg, params = loaded("mistral")
+    assert 0 < cfg.sliding_window < 70  # the prefill alone is longer than the window
+    ids = expected("mistral")["prompt_ids"][None, :80]
+    model = models.build_model(cfg)
+    full = np.asarray(model.apply({"params": params}, ids))
+    cache = models.init_cache(model, 1, cfg.max_len)
+    step = jax.jit(lambda c, t: model.apply({"params": params, "cache": c}, t, decode=True,
+                                            mutable=["cache"]))
+    out, mutated = step(cache, ids[:, :70])
+    pieces = [np.asarray(out)]
+    cache = mutated["cache"]
+    for i in range(70, 80):
+        out, mutated = step(cache, ids[:, i:i + 1])
+        pieces.append(np.asarray(out))
+        cache = mutated["cache"]
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-4, rtol=1e-4)
+
+
+def test_tokenizers_give_the_fixture_ids_and_exact_bytes():
+    text = "héllo wörld — 漢字 <|endoftext|>\n\n  tabs\tand  spaces 123"
+    for family in ("gpt2", "llama"):
+        tok = HFTokenizer.from_model_dir(fixture(family), vocab_size=400)
+        prompt = open(os.path.join(fixture(family), "prompt.txt"), encoding="utf-8").read()
+        ids = tok.encode(prompt)
+        np.testing.assert_array_equal(ids[:520], expected(family)["prompt_ids"])
+        assert tok.vocab_size == 400 and tok.token_bytes[-1] == 0  # padded embedding rows
+        assert tok.decode(tok.encode(text)) == text
+        extra = 0 if tok.byte_level else 1  # sentencepiece style: the dummy-prefix '▁'
+        for s in (prompt, text):
+            assert tok.token_bytes[tok.encode(s)].sum() == len(s.encode("utf-8")) + extra
+    assert HFTokenizer.from_model_dir(fixture("gpt2")).byte_level
+    assert not HFTokenizer.from_model_dir(fixture("llama")).byte_level
+
+
+def test_reader_handles_bf16_and_shards():
+    llama = SafetensorsDir(fixture("llama"))
+    assert llama.dtype("model.norm.weight") == "BF16"
+    assert llama.read("model.norm.weight").dtype.name == "bfloat16"
+    qwen = SafetensorsDir(fixture("qwen2"))
+    assert len({qwen._entries[n][0] for n in qwen.names}) == 3  # three shard files
+
+
+def _copy(family, tmp_path):
+    return shutil.copytree(fixture(family), tmp_path / family)
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        hub.local_dir(str(tmp_path))
+    d = _copy("gpt2", tmp_path)
+    hf = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**hf, "model_type": "bert",
+                                               "architectures": ["BertModel"]}))
+    with pytest.raises(configs.UnsupportedModel, match="'bert'.*supported: .*GPT2LMHeadModel"):
+        load.pretrained_config(str(d))
+    (d / "config.json").write_text(json.dumps({**hf, "n_embd": 64}))
+    family, cfg, _ = load.pretrained_config(str(d))
+    with pytest.raises(CheckpointError, match=r"tensor 'transformer.wte.weight' has shape \[320, 32\]"):
+        load.load_params(str(d), family, cfg)
+    q = _copy("qwen2", tmp_path)
+    os.remove(q / "model-00002-of-00003.safetensors")
+    with pytest.raises(CheckpointError, match="shard model-00002-of-00003.safetensors .* missing"):
+        load.load_params(str(q), *load.pretrained_config(str(q))[:2])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    with pytest.raises(ValueError, match="pass the local directory"):
+        hub.local_dir("hf:nobody/not-cached")
+
+
+def test_import_cli_bad_input_is_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+    r = subprocess.run([sys.executable, "-m", "lm", "import", str(tmp_path), f"--workdir={tmp_path}/w"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == [f"lm import: error: {tmp_path}: no config.json, so "
+                                             "not a Hugging Face model directory"]
+    assert not os.path.exists(tmp_path / "w")
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("text") / "text.txt"
+    path.write_text(open(os.path.join(fixture("gpt2"), "prompt.txt"), encoding="utf-8").read() * 3)
+    return str(path)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt_neox", "gpt2"])
+def test_import_export_round_trip_is_exact(family, tmp_path, text_file):
+    from lm.cli._hf import export_workdir, import_model
+
+    work, out = str(tmp_path / "work"), str(tmp_path / "out")
+    import_model(fixture(family), work, max_len=64 if family != "gpt2" else 0,
+                 data_source="files", data_path=text_file)
+    result = export_workdir(work, out)
+    assert result["family"] == family
+    src, dst = SafetensorsDir(fixture(family)), SafetensorsDir(out)
+    assert dst.names == src.names
+    for name in src.names:  # float32 copies of the stored values (bf16 widens exactly)
+        np.testing.assert_array_equal(dst.read(name), np.asarray(src.read(name), np.float32))
+    want = json.loads(open(os.path.join(fixture(family), "config.json")).read())
+    got = json.loads(open(os.path.join(out, "config.json")).read())
+    assert {k: v for k, v in got.items() if k != "dtype"} == {k: v for k, v in want.items() if k != "dtype"}
+    assert open(os.path.join(out, "tokenizer.json")).read() == \
+        open(os.path.join(fixture(family), "tokenizer.json")).read()
+    # ... and imported again, the exported directory gives the same model.
+    family2, cfg2, _ = load.pretrained_config(out, None if family == "gpt2" else 64)
+    again = load.load_params(out, family2, cfg2)
+    first = load.load_params(fixture(family), family, cfg2)
+    jax.tree.map(np.testing.assert_array_equal, again, first)
+
+
+def test_init_from_fine_tunes_from_the_pretrained_weights(tmp_path, text_file):
+    from lm import trainer
+    from lm.config import base_config
+
+    config = base_config()
+    config.init_from = fixture("gpt_neox")
+    config.model.max_len = 32
+    config.data.source, config.data.path = "files", text_file
+    config.train.update(steps=2, batch_size=8, learning_rate=0.0, warmup_steps=0,
+                        schedule="constant", eval_every=0, eval_batches=1, sample_tokens=0,
+                        checkpoint_every=0)
+    summary = trainer.train(config, str(tmp_path / "ft"), progress=False)
+    run, state = trainer.load_run(str(tmp_path / "ft"))
+    assert run.model_cfg.parallel_residual and run.model_cfg.d_model == 32
+    assert run.config.data.tokenizer == "hf" and run.model_cfg.max_len == 32
+    want = load.load_params(fixture("gpt_neox"), "gpt_neox", run.model_cfg)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(state["params"]), want)  # lr 0
+    assert np.isfinite(summary["final"]["loss"]) and summary["step"] == 2
