@@ -52,7 +52,7 @@ def local_dir(source: str) -> str:
     if offline or not _online():
         raise ValueError(f"{source}: not in the local Hugging Face cache and the hub cannot be "
                          f"reached; download it where there is a network (huggingface-cli download "
-                         f"{repo}) and pass the local directory instead")
+                         f"{repo}) and pass the local directory instead (lm import DIR, or init_from=DIR)")
     try:
         return snapshot_download(repo, allow_patterns=PATTERNS)
     except Exception as e:  # repository not found, gated, network error mid-way
