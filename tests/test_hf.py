@@ -190,3 +190,18 @@ def test_init_from_fine_tunes_from_the_pretrained_weights(tmp_path, text_file):
     want = load.load_params(fixture("gpt_neox"), "gpt_neox", run.model_cfg)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(state["params"]), want)  # lr 0
     assert np.isfinite(summary["final"]["loss"]) and summary["step"] == 2
+
+
+def test_params_are_placed_straight_into_their_shardings():
+    from lm import sharding
+
+    cfg, plain = loaded("gpt_neox")
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
+    boxed = jax.eval_shape(models.build_model(cfg).init, jax.random.PRNGKey(0),
+                           np.zeros((1, 1), np.int32))["params"]
+    shardings = sharding.logical_shardings(boxed, mesh)
+    placed = load.load_params(fixture("gpt_neox"), "gpt_neox", cfg, shardings)
+    qkv = placed["decoder"]["layer_0"]["attn"]["qkv"]
+    assert qkv.sharding == shardings["decoder"]["layer_0"]["attn"]["qkv"]
+    assert len({str(s.index) for s in qkv.addressable_shards}) > 1  # really split across devices
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), placed, plain)
