@@ -205,3 +205,20 @@ def test_params_are_placed_straight_into_their_shardings():
     assert qkv.sharding == shardings["decoder"]["layer_0"]["attn"]["qkv"]
     assert len({str(s.index) for s in qkv.addressable_shards}) > 1  # really split across devices
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), placed, plain)
+
+
+def test_scan_layers_models_load_and_export_the_same_tensors():
+    import dataclasses
+
+    cfg, _ = loaded("gpt_neox")
+    scanned = dataclasses.replace(cfg, scan_layers=True)
+    params = load.load_params(fixture("gpt_neox"), "gpt_neox", scanned)
+    assert params["decoder"]["layers"]["block_0"]["attn"]["qkv"].shape[0] == cfg.num_layers
+    want = expected("gpt_neox")
+    logits = np.asarray(models.build_model(scanned).apply({"params": params}, want["prompt_ids"][None]))[0]
+    np.testing.assert_allclose(logits[want["positions"]], want["logits"], atol=1e-4, rtol=0)
+    src = SafetensorsDir(fixture("gpt_neox"))
+    out = dict(load.export_tensors(params, "gpt_neox", scanned))
+    assert sorted(out) == src.names
+    for name, value in out.items():
+        np.testing.assert_array_equal(value, src.read(name))

@@ -11,6 +11,7 @@ larger than one device loads onto a mesh, and host memory holds one tensor at a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -58,14 +59,40 @@ def param_paths(cfg: ModelConfig) -> dict:
     return {tuple(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
 
 
+def _scanned(path: tuple) -> tuple[tuple, int | None]:
+    """('decoder', 'layer_3', ...) -> (('decoder', 'layers', 'block_0', ...), 3): where layer i of
+    a scan_layers model lives (stacked on a leading axis); other paths unchanged, None."""
+    if len(path) > 1 and path[1].startswith("layer_"):
+        return (path[0], "layers", "block_0") + path[2:], int(path[1][len("layer_"):])
+    return path, None
+
+
+def _table(family: str, cfg: ModelConfig):
+    """(entries, shapes) of the per-layer table; scan_layers models are checked against their
+    stacked parameters (one [L, ...] array per per-layer entry group)."""
+    flat = dataclasses.replace(cfg, scan_layers=False)
+    entries = weights.table(family, flat)
+    shapes = _check_table(family, flat, entries)
+    if cfg.scan_layers:
+        if cfg.moe_every:
+            raise configs.UnsupportedModel("scan_layers with MoE groups has no Hugging Face layout")
+        stacked = param_paths(cfg)
+        for path, shape in shapes.items():
+            target, i = _scanned(path)
+            want = shape if i is None else (cfg.num_layers,) + shape
+            if stacked.get(target) != want:
+                raise configs.UnsupportedModel(f"{family}: scanned parameter {target} is not {want}")
+    return entries, shapes
+
+
 def _check_table(family: str, cfg: ModelConfig, entries) -> dict:
     shapes = param_paths(cfg)
     have = {e.path for e in entries}
     if have != set(shapes):
         missing = sorted(set(shapes) - have)[:3]
         raise configs.UnsupportedModel(
-            f"{family}: lm parameters {missing} have no Hugging Face tensor (model.scan_layers, "
-            "MoE and encoder-decoder models are not importable / exportable)")
+            f"{family}: lm parameters {missing} have no Hugging Face tensor (MoE and "
+            "encoder-decoder models are not importable / exportable)")
     return shapes
 
 
@@ -81,8 +108,7 @@ def load_params(directory: str, family: str, cfg: ModelConfig, shardings=None):
     Errors (CheckpointError, a ValueError) name the missing or mis-shaped tensor.
     """
     store = SafetensorsDir(directory)
-    entries = weights.table(family, cfg)
-    shapes = _check_table(family, cfg, entries)
+    entries, shapes = _table(family, cfg)
     available = set(store.names)
     used = set()
     resolved = []
@@ -109,30 +135,38 @@ def load_params(directory: str, family: str, cfg: ModelConfig, shardings=None):
     if shardings is not None:
         leaves = jax.tree_util.tree_flatten_with_path(shardings)[0]
         flat_shardings = {tuple(k.key for k in path): s for path, s in leaves}
-    params: dict = {}
+    groups: dict = {}  # lm path -> [(entry, names)], several (one per layer) when scanned
     for entry, names in resolved:
-        full = entry.to_lm(*[np.asarray(store.read(n), np.float32) for n in names])
-        sharding = flat_shardings.get(entry.path)
+        path = _scanned(entry.path)[0] if cfg.scan_layers else entry.path
+        groups.setdefault(path, []).append((entry, names))
+    params: dict = {}
+    for path, group in groups.items():
+        arrays = [e.to_lm(*[np.asarray(store.read(n), np.float32) for n in names]) for e, names in group]
+        full = np.stack(arrays) if cfg.scan_layers and _scanned(group[0][0].path)[1] is not None \
+            else arrays[0]
+        del arrays
+        sharding = flat_shardings.get(path)
         if sharding is None:
             leaf = jax.device_put(full)
         else:
             leaf = jax.make_array_from_callback(full.shape, sharding, lambda idx, a=full: a[idx])
         node = params
-        for key in entry.path[:-1]:
+        for key in path[:-1]:
             node = node.setdefault(key, {})
-        node[entry.path[-1]] = leaf
+        node[path[-1]] = leaf
         del full
     return params
 
 
 def export_tensors(params, family: str, cfg: ModelConfig):
     """{canonical HF tensor name: float32 numpy array}, one lm parameter at a time (a generator)."""
-    entries = weights.table(family, cfg)
-    _check_table(family, cfg, entries)
+    entries, _ = _table(family, cfg)
     for entry in entries:
+        path, layer = _scanned(entry.path) if cfg.scan_layers else (entry.path, None)
         node = params
-        for key in entry.path:
+        for key in path:
             node = node[key]
-        arrays = entry.to_hf(np.asarray(jax.device_get(node), np.float32))
+        value = np.asarray(jax.device_get(node), np.float32)
+        arrays = entry.to_hf(value if layer is None else value[layer])
         for name, array in zip(entry.hf, arrays):
             yield name, np.ascontiguousarray(array)
