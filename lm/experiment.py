@@ -355,6 +355,9 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
         progress: bool = True, train_fn=None) -> tuple[dict, str]:
     """Train one rung, decide its verdict, write the record; returns (record, path)."""
     config = load_config(path, rung, sets)
+    if config.get("init_from"):  # an unreachable pretrained model is bad input, not a broken run
+        from lm.hf import pretrained
+        pretrained.describe(config.init_from)
     e = config.experiment
     sets = [f"{k}={v}" for k, v in parse_sets(sets)]
     ladder_keys = {k for _, pairs in e.ladder for k, _ in pairs}

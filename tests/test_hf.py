@@ -222,3 +222,16 @@ def test_scan_layers_models_load_and_export_the_same_tensors():
     assert sorted(out) == src.names
     for name, value in out.items():
         np.testing.assert_array_equal(value, src.read(name))
+
+
+def test_pretrained_ladder_offline_fails_at_once_without_a_record(tmp_path, monkeypatch):
+    from lm import experiment
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    path = os.path.join(REPO, "experiments", "pretrained_ladder.py")
+    with pytest.raises(ValueError, match="pythia-160m: not in the local Hugging Face cache.*local directory"):
+        experiment.run(path, "pythia_160m", archive_dir=str(tmp_path / "archive"))
+    assert not os.path.exists(tmp_path / "archive")
+    config = experiment.load_config(path, "pythia_410m", ())
+    assert config.init_from == "hf:EleutherAI/pythia-410m" and config.data.tokenizer == "hf"

@@ -12,7 +12,7 @@ import jax
 
 
 def import_model(source: str, workdir: str, *, max_len: int = 0, data_source: str = "stdlib",
-                 data_path: str = "") -> dict:
+                 data_path: str = "", dtype: str = "float32") -> dict:
     """Builds the workdir (see module docstring); returns a summary dict."""
     from lm import checkpoint, trainer
     from lm.config import base_config
@@ -25,8 +25,10 @@ def import_model(source: str, workdir: str, *, max_len: int = 0, data_source: st
     if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
         raise ValueError(f"--workdir={workdir} exists and is not an empty directory; import into a new one")
     directory = hub.local_dir(source)
-    family, cfg, _ = load.pretrained_config(directory, max_len or None)
+    family, cfg, hf = load.pretrained_config(directory, max_len or None, dtype=dtype)
     tok = HFTokenizer.from_model_dir(directory, vocab_size=cfg.vocab_size)
+    if tok.eos_id is None and isinstance(hf.get("eos_token_id"), int):
+        tok.eos_id = hf["eos_token_id"]
     if tok.vocab_size > cfg.vocab_size:
         raise ValueError(f"{directory}: the tokenizer has {tok.vocab_size} ids, the model only "
                          f"{cfg.vocab_size} embedding rows")
@@ -34,6 +36,9 @@ def import_model(source: str, workdir: str, *, max_len: int = 0, data_source: st
     for key, value in dataclasses.asdict(cfg).items():
         config.model[key] = value
     config.data.source, config.data.path, config.data.tokenizer = data_source, data_path, "hf"
+    # Evaluation runs at the training micro-batch: logits [B, T, V] of a large-vocabulary model
+    # at T = 2048 are gigabytes per row, so the imported workdir starts small.
+    config.train.batch_size = 8
 
     parent = os.path.dirname(os.path.abspath(workdir))
     os.makedirs(parent, exist_ok=True)

@@ -20,6 +20,8 @@ _MAX_LEN = flags.DEFINE_integer("max_len", 0, "Context length for eval / trainin
                                 "0: min(max_position_embeddings, 2048)).")
 _DATA_SOURCE = flags.DEFINE_string("data_source", "stdlib", "data.source of the workdir's config.")
 _DATA_PATH = flags.DEFINE_string("data_path", "", "data.path of the workdir's config.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                           "Compute dtype (model.dtype); parameters stay float32.")
 
 
 def main(argv):
@@ -30,7 +32,8 @@ def main(argv):
 
     try:
         out = import_model(argv[1], _WORKDIR.value, max_len=_MAX_LEN.value,
-                           data_source=_DATA_SOURCE.value, data_path=_DATA_PATH.value)
+                           data_source=_DATA_SOURCE.value, data_path=_DATA_PATH.value,
+                           dtype=_DTYPE.value)
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
         if os.environ.get("LM_DEBUG"):
             raise

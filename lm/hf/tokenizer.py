@@ -103,8 +103,11 @@ class HFTokenizer(Tokenizer):
     @classmethod
     def load(cls, directory: str, meta: dict) -> "HFTokenizer":
         """From an lm tokenizer directory written by `save`."""
-        return cls._read(os.path.join(directory, HF_FILE), os.path.join(directory, HF_CONFIG),
-                         meta.get("vocab_size"))
+        tok = cls._read(os.path.join(directory, HF_FILE), os.path.join(directory, HF_CONFIG),
+                        meta.get("vocab_size"))
+        if meta.get("eos_id") is not None:
+            tok.eos_id = int(meta["eos_id"])
+        return tok
 
     @classmethod
     def _read(cls, path, config_path, vocab_size):
@@ -130,7 +133,7 @@ class HFTokenizer(Tokenizer):
                                skip_special_tokens=False)
 
     def meta(self) -> dict:
-        return {"kind": self.name, "vocab_size": int(self.vocab_size),
+        return {"kind": self.name, "vocab_size": int(self.vocab_size), "eos_id": self.eos_id,
                 "sha256": hashlib.sha256(self.json_text.encode("utf-8")).hexdigest()[:16]}
 
     def _write(self, directory: str) -> None:
