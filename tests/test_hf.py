@@ -235,3 +235,36 @@ def test_pretrained_ladder_offline_fails_at_once_without_a_record(tmp_path, monk
     assert not os.path.exists(tmp_path / "archive")
     config = experiment.load_config(path, "pythia_410m", ())
     assert config.init_from == "hf:EleutherAI/pythia-410m" and config.data.tokenizer == "hf"
+
+
+def test_config_translation_reads_published_config_keys():
+    llama31 = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256,
+               "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+               "num_attention_heads": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-5,
+               "max_position_embeddings": 131072, "rope_theta": 500000.0, "hidden_act": "silu",
+               "tie_word_embeddings": False,
+               "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                "original_max_position_embeddings": 8192, "rope_type": "llama3"}}
+    family, kw = configs.from_hf(llama31)
+    assert family == "llama" and kw["max_len"] == 2048 and kw["num_kv_heads"] == 8
+    assert (kw["rope_scaling"], kw["rope_factor"], kw["rope_original_max_len"], kw["rope_base"]) == \
+        ("llama3", 8.0, 8192, 500000.0)
+    pythia = {"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox", "vocab_size": 50304,
+              "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 6,
+              "num_attention_heads": 8, "rotary_pct": 0.25, "rotary_emb_base": 10000,
+              "use_parallel_residual": True, "hidden_act": "gelu", "layer_norm_eps": 1e-5,
+              "max_position_embeddings": 2048, "tie_word_embeddings": False}
+    family, kw = configs.from_hf(pythia, max_len=512)
+    assert family == "gpt_neox" and kw["rotary_fraction"] == 0.25 and kw["mlp"] == "gelu_exact"
+    assert kw["parallel_residual"] and not kw["tie_embeddings"] and kw["max_len"] == 512
+    qwen25 = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 151936,
+              "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+              "num_attention_heads": 14, "num_key_value_heads": 2, "rope_theta": 1000000.0,
+              "rope_scaling": None, "sliding_window": 32768, "use_sliding_window": False,
+              "tie_word_embeddings": True, "max_position_embeddings": 32768, "rms_norm_eps": 1e-6}
+    family, kw = configs.from_hf(qwen25)
+    assert kw["qkv_bias"] and kw.get("sliding_window", 0) == 0 and kw["tie_embeddings"]
+    with pytest.raises(configs.UnsupportedModel, match="rope scaling type 'yarn'"):
+        configs.from_hf({**qwen25, "rope_scaling": {"type": "yarn", "factor": 4.0}})
+    with pytest.raises(ValueError, match="max_len=4096 exceeds"):
+        configs.from_hf(pythia, max_len=4096)

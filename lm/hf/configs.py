@@ -9,8 +9,6 @@ is an error naming the key, never a silent approximation.
 
 from __future__ import annotations
 
-import dataclasses
-
 from lm.config import ConfigError, ModelConfig
 
 LLAMA_STYLE = ("llama", "mistral", "qwen2", "qwen3")
@@ -236,8 +234,3 @@ def _rope_parameters(cfg: ModelConfig, base: dict | None) -> dict:
         out.update(low_freq_factor=cfg.rope_low_freq_factor, high_freq_factor=cfg.rope_high_freq_factor,
                    original_max_position_embeddings=cfg.rope_original_max_len)
     return out
-
-
-def model_fields(kw: dict) -> dict:
-    """Every ModelConfig field for the given keyword arguments (defaults filled in)."""
-    return dataclasses.asdict(ModelConfig(**kw))

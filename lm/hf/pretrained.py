@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 
 from lm.config import ConfigError, ModelConfig, model_config
 
@@ -117,9 +116,3 @@ def _workdir_params(directory: str, run):
     if not all(jax.tree.leaves(shapes_ok)):
         raise ConfigError(f"init_from={directory}: checkpoint shapes differ from the model")
     return out["params"]
-
-
-def copy_hf_config(source_dir: str, workdir: str) -> None:
-    """Keep the imported config.json beside the run (export reuses its token ids etc.)."""
-    os.makedirs(os.path.join(workdir, "hf"), exist_ok=True)
-    shutil.copyfile(os.path.join(source_dir, "config.json"), os.path.join(workdir, "hf", "config.json"))

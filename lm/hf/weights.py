@@ -67,7 +67,7 @@ def _stack_bias(names, path, shape):
                  lambda y: tuple(p.reshape(-1) for p in y))
 
 
-def _llama_layer(cfg: ModelConfig, i: int, family: str) -> list:
+def _llama_layer(cfg: ModelConfig, i: int) -> list:
     d, h, k, e, f = cfg.d_model, cfg.num_heads, cfg.kv_heads, cfg.head_size, cfg.ff_size
     p = f"model.layers.{i}."
     lp = ("decoder", f"layer_{i}")
@@ -152,7 +152,7 @@ def table(family: str, cfg: ModelConfig) -> list:
                    _same("model.norm.weight", ("final_norm", "scale"))]
         if not cfg.tie_embeddings:
             entries.append(_transpose("lm_head.weight", ("unembed",)))
-        layer = lambda i: _llama_layer(cfg, i, family)  # noqa: E731
+        layer = lambda i: _llama_layer(cfg, i)  # noqa: E731
     elif family == "gpt2":
         entries = [_same("transformer.wte.weight", ("embed", "embedding")),
                    _same("transformer.wpe.weight", ("pos_embed", "embedding")),
