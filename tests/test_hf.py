@@ -190,6 +190,11 @@ def test_init_from_fine_tunes_from_the_pretrained_weights(tmp_path, text_file):
     want = load.load_params(fixture("gpt_neox"), "gpt_neox", run.model_cfg)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(state["params"]), want)  # lr 0
     assert np.isfinite(summary["final"]["loss"]) and summary["step"] == 2
+    # init_from an lm workdir: its newest checkpoint's params, restored into the new run.
+    config.init_from, config.train.steps = str(tmp_path / "ft"), 1
+    trainer.train(config, str(tmp_path / "ft2"), progress=False)
+    _, state2 = trainer.load_run(str(tmp_path / "ft2"))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(state2["params"]), want)
 
 
 def test_params_are_placed_straight_into_their_shardings():

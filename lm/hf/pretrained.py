@@ -105,10 +105,6 @@ def _workdir_params(directory: str, run):
     path = os.path.join(os.path.abspath(directory), "checkpoints", str(step), "state")
     target = {"params": run.abstract_state["params"]}
     with ocp.PyTreeCheckpointer() as ckptr:
-        meta = ckptr.metadata(path)
-        tree = getattr(meta, "tree", meta)
-        if "params" not in tree:
-            raise ConfigError(f"{path}: no params in the checkpoint")
         restore_args = ocp.checkpoint_utils.construct_restore_args(target)
         out = ckptr.restore(path, args=ocp.args.PyTreeRestore(
             item=target, restore_args=restore_args, partial_restore=True))
