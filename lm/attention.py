@@ -382,7 +382,6 @@ def _rms_norm(module: nn.Module, name: str, x, eps: float):
     return (y * param(module, name, (x.shape[-1],), ("kv",), init=nn.initializers.ones)).astype(x.dtype)
 
 
-
 class MultiHeadAttention(nn.Module):
     """Multi-head attention (Alg 5): H kernel smoothers side by side, then an output mix.
 

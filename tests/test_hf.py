@@ -60,25 +60,6 @@ def test_kv_cache_greedy_decode_matches_transformers(family):
     np.testing.assert_array_equal(np.asarray(new).reshape(-1), want["greedy"])
 
 
-def test_kv_cache_decode_equals_full_forward_past_the_sliding_window():
-    cfg, params = loaded("mistral")
-    assert 0 < cfg.sliding_window < 70  # the prefill alone is longer than the window
-    ids = expected("mistral")["prompt_ids"][None, :80]
-    model = models.build_model(cfg)
-    full = np.asarray(model.apply({"params": params}, ids))
-    cache = models.init_cache(model, 1, cfg.max_len)
-    step = jax.jit(lambda c, t: model.apply({"params": params, "cache": c}, t, decode=True,
-                                            mutable=["cache"]))
-    out, mutated = step(cache, ids[:, :70])
-    pieces = [np.asarray(out)]
-    cache = mutated["cache"]
-    for i in range(70, 80):
-        out, mutated = step(cache, ids[:, i:i + 1])
-        pieces.append(np.asarray(out))
-        cache = mutated["cache"]
-    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-4, rtol=1e-4)
-
-
 def test_tokenizers_give_the_fixture_ids_and_exact_bytes():
     text = "héllo wörld — 漢字 <|endoftext|>\n\n  tabs\tand  spaces 123"
     for family in ("gpt2", "llama"):
