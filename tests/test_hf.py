@@ -109,6 +109,13 @@ def test_bad_inputs_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
     with pytest.raises(ValueError, match="pass the local directory"):
         hub.local_dir("hf:nobody/not-cached")
+    from lm.config import ConfigError
+    from lm.data import build_dataset, data_config
+
+    with pytest.raises(ConfigError, match="data.tokenizer='hf' uses the tokenizer of a pretrained"):
+        build_dataset(data_config(source="files", path=os.path.join(fixture("gpt2"), "prompt.txt"),
+                                  tokenizer="hf", store_dir=str(tmp_path / "store")), 16,
+                      workdir=str(tmp_path / "w"))
 
 
 def test_import_cli_bad_input_is_one_line(tmp_path):
