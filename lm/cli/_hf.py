@@ -95,7 +95,8 @@ def export_workdir(workdir: str, out: str, step: int | None = None) -> dict:
     tokenizer = load_tokenizer(os.path.join(workdir, "tokenizer"))
 
     run, state = trainer.load_run(workdir, step=step)
-    hf_config = configs.to_hf(run.model_cfg, family, _read_json(os.path.join(workdir, "hf", "config.json")))
+    hf_config = configs.to_hf(run.model_cfg, family, _read_json(os.path.join(workdir, "hf", "config.json")),
+                              eos_id=getattr(tokenizer, "eos_id", None))
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)

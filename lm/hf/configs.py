@@ -180,10 +180,11 @@ def family_for(cfg: ModelConfig) -> str:
     return "gpt_neox"
 
 
-def to_hf(cfg: ModelConfig, family: str, base: dict | None = None) -> dict:
+def to_hf(cfg: ModelConfig, family: str, base: dict | None = None, eos_id: int | None = None) -> dict:
     """config.json for `cfg` as `family` (values from `base`, the imported config.json, kept
-    where lm has no say, e.g. token ids)."""
-    out = dict(base or {})
+    where lm has no say, e.g. token ids; without one, bos = eos = the tokenizer's `eos_id`, so
+    that no family default points outside the vocabulary)."""
+    out = dict(base or {"bos_token_id": eos_id, "eos_token_id": eos_id})
     dtype_key = "torch_dtype" if "torch_dtype" in out else "dtype"  # transformers < 5 / >= 5
     out.update(architectures=[ARCHITECTURE_OF[family]], model_type=family, vocab_size=cfg.vocab_size)
     out[dtype_key] = "float32"
