@@ -1,5 +1,5 @@
 """The work behind `lm import` and `lm export` (no flags here, so both commands and tests can
-import it): a Hugging Face model directory <-> an lm workdir. See lm/cli/import_hf.py and
+import it): a Hugging Face model directory <-> an lm workdir. See lm/cli/import.py and
 lm/cli/export.py for what each writes."""
 
 import dataclasses
