@@ -20,7 +20,8 @@ POSITIONS = ("learned", "rope", "none")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
 REMAT_POLICIES = ("none", "full", "dots")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")  # auto: bfloat16 on GPU / TPU, float32 on CPU
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "splash", "einsum")  # see lm.fast_attention
 MODEL_KINDS = ("decoder", "encoder_decoder")
 
 
@@ -64,7 +65,8 @@ class ModelConfig:
     # Compilation and numerics.
     scan_layers: bool = False
     remat: str = "none"  # none | full | dots
-    dtype: str = "float32"  # compute dtype; parameters are always float32
+    dtype: str = "auto"  # compute dtype (lm.precision); parameters are always float32
+    attention_impl: str = "auto"  # auto | xla | cudnn | splash | einsum (lm.fast_attention)
 
     def __post_init__(self):
         def need(ok, key, msg):
@@ -78,6 +80,8 @@ class ModelConfig:
         need(self.mlp in MLPS, "mlp", f"{self.mlp!r} is not one of {MLPS}")
         need(self.remat in REMAT_POLICIES, "remat", f"{self.remat!r} is not one of {REMAT_POLICIES}")
         need(self.dtype in DTYPES, "dtype", f"{self.dtype!r} is not one of {DTYPES}")
+        need(self.attention_impl in ATTENTION_IMPLS, "attention_impl",
+             f"{self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
         for key in ("vocab_size", "max_len", "d_model", "num_layers", "num_heads"):
             need(getattr(self, key) > 0, key, f"must be positive, got {getattr(self, key)}")
         need(self.d_model % self.num_heads == 0 or self.head_dim > 0, "num_heads",
