@@ -244,7 +244,7 @@ def softmax_smoother(q, k, v, *, scale, bias=None, mask=None, causal=False, impl
                           "(cross-attention / padding masks run on 'xla')")
     if impl != "einsum" and bias is not None and (impl != "xla" or q.dtype != jnp.float32):
         # Exact per-key bias inside the fused kernel (cuDNN refuses a [B,H,1,S] bias).
-        q, k, v, scale = fast_attention.fold_key_bias(q, k, v, bias, scale)
+        q, k, v, scale = fast_attention.fold_key_bias(q, k, v, bias, scale, impl == "splash")
         bias = None
     if impl == "cudnn":
         out = fast_attention.cudnn_attention(q, k, v, scale=scale, mask=mask, causal=causal,

@@ -10,8 +10,8 @@ allow, xla otherwise and always for KV-cache decoding. An explicit choice is hon
 refused with a clear error where it cannot run).
 
 The rbf kernel's per-key bias b_s = -scale |k_s|^2 / 2 rides inside the fused kernels exactly:
-q' = [scale q, 1, 1, 0..], k' = [k, hi_s, lo_s, 0..] with hi + lo = b in two bf16 halves, so
-q'.k' = scale q.k + b_s to about 2^-16 relative (a single bf16 column would round b to 2^-8,
+q' = [q, 1, 1, 0..], k' = [k, hi_s, lo_s, 0..] with hi + lo = b / scale in two bf16 halves, so
+scale q'.k' = scale q.k + b_s to about 2^-16 relative (a single bf16 column would round b to 2^-8,
 which at |k|^2 ~ 60 is an error of 0.25 in the score). Columns are padded to a multiple of 8.
 """
 
@@ -68,21 +68,26 @@ def _cudnn_ok(head_dim: int) -> bool:
 
 # ----------------------------------------------------------------------------- rbf bias
 
-def fold_key_bias(q, k, v, bias, scale):
-    """(q', k', v', 1.0): a per-key bias [B, S, K] folded into extra head-dim columns."""
+def fold_key_bias(q, k, v, bias, scale, prescale: bool = False):
+    """(q', k', v', scale'): a per-key bias [B, S, K] folded into extra head-dim columns.
+
+    The columns carry bias / scale, so scale' q'.k' = scale q.k + bias with q left unrounded;
+    prescale=True (splash takes no scale) multiplies q by scale instead (exact for E = 4^n).
+    """
     dt = q.dtype
-    b = bias.astype(jnp.float32)
+    b = bias.astype(jnp.float32) / (1.0 if prescale else scale)
     hi = b.astype(dt)
     lo = (b - hi.astype(jnp.float32)).astype(dt)
     e = q.shape[-1]
     pad = -(e + 2) % 8
-    ones = jnp.ones(q.shape[:-1] + (2,), dt)
-    q2 = jnp.concatenate([q * jnp.asarray(scale, dt), ones,
+    if prescale:
+        q, scale = q * jnp.asarray(scale, dt), 1.0
+    q2 = jnp.concatenate([q, jnp.ones(q.shape[:-1] + (2,), dt),
                           jnp.zeros(q.shape[:-1] + (pad,), dt)], axis=-1)
     k2 = jnp.concatenate([k, hi[..., None], lo[..., None],
                           jnp.zeros(k.shape[:-1] + (pad,), dt)], axis=-1)
     v2 = jnp.pad(v, [(0, 0)] * 3 + [(0, 2 + pad)])
-    return q2, k2, v2, 1.0
+    return q2, k2, v2, scale
 
 
 # ----------------------------------------------------------------------------- cuDNN

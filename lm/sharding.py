@@ -144,6 +144,14 @@ def check_divisible(model_cfg, batch_size: int, grad_accum: int, mesh: Mesh) -> 
             f"model.num_heads={model_cfg.num_heads} is not divisible by mesh.tensor={nt}")
 
 
+def wants_scan(model_cfg, mesh: Mesh) -> bool:
+    """Scan the layers when FSDP shards the weights: unrolled, XLA hoists every layer's weight
+    all-gather out of the grad-accumulation loop (all gathered weights live at once)."""
+    group = model_cfg.moe_every or 1
+    return (mesh.shape["fsdp"] > 1 and not model_cfg.scan_layers
+            and model_cfg.num_layers % group == 0 and model_cfg.encoder_layers % group == 0)
+
+
 # ----------------------------------------------------------------------------- shardings
 
 def _spec_fits(shape, spec: P, mesh: Mesh) -> P:
@@ -156,26 +164,42 @@ def _spec_fits(shape, spec: P, mesh: Mesh) -> P:
     return P(*out)
 
 
+# Logical axes whose size is a data fact, not a design choice (an odd character vocabulary,
+# a single kv head): replicated, with a warning, when their mesh axis does not divide them.
+# Every other sharded dimension must divide its mesh axes.
+MAY_REPLICATE = ("vocab", "kv_heads")
+
+
 def logical_shardings(boxed_tree, mesh: Mesh):
     """NamedShardings for a tree of (abstract) boxed values from `nn.with_logical_partitioning`.
 
-    Unboxed leaves are replicated; a dimension its mesh axes do not divide (an odd vocabulary,
-    one kv head) is replicated rather than refused.
+    Unboxed leaves are replicated. A dimension its mesh axes do not divide is a ConfigError
+    naming the parameter, except for MAY_REPLICATE axes, which are replicated with a warning.
     """
     specs = nn.get_partition_spec(boxed_tree)
     mesh_specs = nn.logical_to_mesh(specs, RULES)
     values = nn.unbox(boxed_tree)
+    is_spec = lambda x: isinstance(x, P) or x is None  # noqa: E731
 
-    def one(value, spec):
+    def one(path, value, spec, logical):
         spec = spec if isinstance(spec, P) else P()
         fitted = _spec_fits(value.shape, spec, mesh)
         if fitted != spec:
-            log.info("replicating a dimension of a %s parameter: %s does not divide it",
-                     value.shape, spec)
+            name = "/".join(str(getattr(k, "key", k)) for k in path)
+            logical = tuple(logical) if isinstance(logical, P) else ()
+            for i, (want, got) in enumerate(zip(spec, fitted)):
+                if want == got:
+                    continue
+                axis = logical[i] if i < len(logical) else None
+                sizes = {a: mesh.shape[a] for a in ((want,) if isinstance(want, str) else want)}
+                text = (f"parameter {name} {list(value.shape)}: dimension {i} ({axis}, size "
+                        f"{value.shape[i]}) does not divide over mesh {sizes}")
+                if axis not in MAY_REPLICATE:
+                    raise ConfigError(text + f"; change the model size or mesh.{next(iter(sizes))}")
+                log.warning("%s; it is replicated instead", text)
         return NamedSharding(mesh, fitted)
 
-    return jax.tree.map(one, values, mesh_specs,
-                        is_leaf=lambda x: isinstance(x, P) or x is None)
+    return jax.tree_util.tree_map_with_path(one, values, mesh_specs, specs, is_leaf=is_spec)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -158,6 +158,8 @@ def setup(config, workdir: str | None = None, *, mesh=None) -> Run:
     if mesh is None:
         mesh = sharding.make_mesh(config.mesh, batch_size=t.batch_size // max(t.grad_accum, 1))
     sharding.check_divisible(mcfg, t.batch_size, t.grad_accum, mesh)
+    if sharding.wants_scan(mcfg, mesh):  # before the workdir check: config.json records it
+        config.model.scan_layers = True
     _check_workdir(workdir, config)
 
     dataset = build_dataset(config.data, mcfg.max_len, workdir=workdir, seed=config.seed)
