@@ -175,6 +175,7 @@ def base_config() -> ml_collections.ConfigDict:
         sample_prompt="",
         # Optional trackers beside TensorBoard and metrics.jsonl (lm/trackers.py): "wandb", "mlflow".
         trackers=(), tracker_project="lm", tracker_run_name="", tracking_uri="",
+        compilation_cache_dir="",  # persistent XLA cache ('' : $LM_COMPILATION_CACHE_DIR or none)
     )
 
     # Mesh axis sizes; one may be -1 to take the remaining devices.

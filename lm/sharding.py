@@ -136,9 +136,6 @@ def check_divisible(model_cfg, batch_size: int, grad_accum: int, mesh: Mesh) -> 
         raise ConfigError(
             f"train.batch_size={batch_size} (micro-batch {micro} with grad_accum={grad_accum}) "
             f"is not divisible by the batch-parallel mesh size data*fsdp={nb} (mesh {describe(mesh)})")
-    if batch_size % jax.process_count():
-        raise ConfigError(
-            f"train.batch_size={batch_size} is not divisible by the {jax.process_count()} processes")
     if model_cfg.num_heads % nt:
         raise ConfigError(
             f"model.num_heads={model_cfg.num_heads} is not divisible by mesh.tensor={nt}")
@@ -233,10 +230,31 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(("data", "fsdp")))
 
 
+def process_rows(mesh: Mesh) -> tuple[int, int]:
+    """(index, count): this process feeds slice `index` of `count` equal row slices of the
+    global batch, the rows its devices hold. count is the process count when the batch axes
+    span every process, smaller when they do not (tensor parallelism across hosts: processes
+    sharing a batch slice read the same rows)."""
+    nb = batch_axis_size(mesh)
+    held = batch_sharding(mesh).addressable_devices_indices_map((nb,))
+    starts = sorted({s[0].start or 0 for s in held.values()})
+    m = len(starts)
+    if starts != list(range(starts[0], starts[0] + m)) or nb % m or starts[0] % m:
+        raise ConfigError(f"mesh {describe(mesh)}: this process's devices hold batch rows "
+                          f"{starts} of {nb}, not one contiguous slice; reorder the mesh axes")
+    return starts[0] // m, nb // m
+
+
+def feed_slice(mesh: Mesh) -> dict:
+    """process_index / process_count keywords for the data iterators (`process_rows`)."""
+    index, count = process_rows(mesh)
+    return {"process_index": index, "process_count": count}
+
+
 def global_batch(local: dict, mesh: Mesh) -> dict:
-    """Assemble the global batch from this process's rows (its slice of the global batch)."""
+    """Assemble the global batch from this process's rows (its slice, `process_rows`)."""
     sharding = batch_sharding(mesh)
-    n = jax.process_count()
+    n = process_rows(mesh)[1]
     return {k: jax.make_array_from_process_local_data(
         sharding, v, (v.shape[0] * n,) + v.shape[1:]) for k, v in local.items()}
 
@@ -254,8 +272,13 @@ def per_device_bytes(tree) -> int:
 
 # ----------------------------------------------------------------------------- multi-host
 
-_CLUSTER_ENV = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
-                "MEGASCALE_COORDINATOR_ADDRESS")
+def _launched_on_several() -> bool:
+    """A cluster launcher started this as one of several processes (jax detects the rest)."""
+    env = os.environ
+    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
+        return True
+    hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
+    return len(hosts) > 1 or bool(env.get("MEGASCALE_COORDINATOR_ADDRESS"))
 
 
 def maybe_initialize_distributed(coordinator_address: str | None = None,
@@ -266,7 +289,7 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
     Explicit arguments win; else the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
     JAX_PROCESS_ID environment; else a cluster launcher (SLURM with more than one task,
     Open MPI, a multi-host TPU slice), which `jax.distributed.initialize()` detects itself.
-    Must run before anything touches a device.
+    Must run before anything touches a device; every `lm` command calls it (lm/cli).
     """
     if jax.distributed.is_initialized():
         return True
@@ -286,8 +309,17 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address, num_processes, process_id)
         return True
-    launched = [k for k in _CLUSTER_ENV if k in env]
-    if launched and not (launched == ["SLURM_NTASKS"] and int(env["SLURM_NTASKS"]) <= 1):
+    if _launched_on_several():
         jax.distributed.initialize()
         return True
     return False
+
+
+def enable_compilation_cache(directory: str | None = None) -> str | None:
+    """A persistent XLA compilation cache in `directory` (or $LM_COMPILATION_CACHE_DIR; JAX's
+    own JAX_COMPILATION_CACHE_DIR works too): restarts and reruns skip compiling. Local
+    paths and gs:// URLs."""
+    directory = directory or os.environ.get("LM_COMPILATION_CACHE_DIR") or None
+    if directory:
+        jax.config.update("jax_compilation_cache_dir", directory)
+    return directory

@@ -91,6 +91,7 @@ def _validate(config) -> ModelConfig:
     if objective == "prefix_lm" and mcfg.max_len < 2:
         raise ConfigError("model.max_len: prefix_lm needs at least 2 tokens to split")
     optim.learning_rate_schedule(t)  # validates the schedule name
+    sharding.enable_compilation_cache(t.compilation_cache_dir)
     return mcfg
 
 
@@ -311,7 +312,7 @@ def eval_metrics(sums: dict) -> dict:
 
 def _eval_batch_size(config, mesh) -> int:
     """The training micro-batch (it fits in memory), rounded to split over mesh and processes."""
-    unit = math.lcm(sharding.batch_axis_size(mesh), jax.process_count())
+    unit = sharding.batch_axis_size(mesh)  # a multiple of the process slices
     micro = config.train.batch_size // max(config.train.grad_accum, 1)
     return max(unit, micro // unit * unit)
 
@@ -321,7 +322,7 @@ def _run_eval(eval_step, params, dataset, config, mesh, split: str, max_batches:
         raise ValueError(f"split {split!r} is not one of the dataset's splits {list(dataset.splits)}")
     batches = dataset.eval_batches(
         split, _eval_batch_size(config, mesh), max_batches=max_batches,
-        process_index=jax.process_index(), process_count=jax.process_count())
+        **sharding.feed_slice(mesh))
     total = None
     with sharding.activate(mesh):
         for local in batches:
@@ -442,8 +443,7 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float) -> 
 
     ckpts = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints)
     train_it = run.dataset.train_iterator(
-        t.batch_size, seed=config.seed, process_index=jax.process_index(),
-        process_count=jax.process_count())
+        t.batch_size, seed=config.seed, **sharding.feed_slice(run.mesh))
     latest = ckpts.latest_step()
     if latest is not None or ckpt_lib.step_dirs(ckpts.directory):
         try:
@@ -574,17 +574,25 @@ def summary_line(summary: dict) -> str:
 # ----------------------------------------------------------------------------- loading
 
 def load_run(workdir: str, *, step: int | None = None, mesh_cfg: dict | None = None):
-    """(Run, train state) restored from a workdir, on a mesh (default: data-parallel over
-    all devices, whatever mesh the run was trained on)."""
+    """(Run, train state) restored from a workdir, on a mesh: `mesh_cfg`, else the mesh the
+    run was trained on (an FSDP-sized model stays sharded), else, when that does not fit the
+    devices here, data-parallel over as many devices as the batch allows."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {workdir!r} an `lm train` workdir?")
     config = workdir_files.config_from_json(workdir_files.read_json(path))
     workdir_files.resolve_data_location(workdir, config)
-    if mesh_cfg is None:  # data parallel over as many devices as the batch allows
-        micro = config.train.batch_size // max(config.train.grad_accum, 1)
-        mesh_cfg = {"data": math.gcd(micro, jax.device_count()), "fsdp": 1, "tensor": 1}
-    mesh = sharding.make_mesh(mesh_cfg)
+    micro = config.train.batch_size // max(config.train.grad_accum, 1)
+    mesh = None
+    if mesh_cfg is None:
+        try:
+            mesh = sharding.make_mesh(config.mesh, batch_size=micro)
+            sharding.check_divisible(model_config(config), config.train.batch_size,
+                                     config.train.grad_accum, mesh)
+        except ConfigError:
+            mesh = None
+            mesh_cfg = {"data": math.gcd(micro, jax.device_count()), "fsdp": 1, "tensor": 1}
+    mesh = mesh or sharding.make_mesh(mesh_cfg)
     run = setup(config, workdir, mesh=mesh)
     ckpts = ckpt_lib.Checkpoints(workdir, read_only=True)
     try:

@@ -167,3 +167,37 @@ def test_d_model_not_dividing_fsdp_is_a_named_error():
     config = small_config(mesh=dict(data=1, fsdp=8, tensor=1), d_model=100, dtype="float32")
     with pytest.raises(ConfigError, match=r"parameter .* \(embed, size 100\) .*fsdp"):
         trainer.setup(config)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_tensor_parallel_across_two_processes_matches_one(tmp_path):
+    """Mesh (1, 1, 8): the batch axes (size 1) are smaller than the process count, so both
+    processes feed the same rows; 2 processes x 4 CPU devices == 1 process x 8."""
+    args = ["--config=experiments/quickstart.py:tiny", "--config.train.sample_tokens=0",
+            "--config.train.steps=6", "--config.train.log_every=2", "--config.train.eval_every=6",
+            "--config.train.checkpoint_every=6", "--config.model.num_heads=8",
+            "--config.model.d_model=64", "--config.mesh.data=1", "--config.mesh.tensor=8",
+            "--noprogress"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    run = lambda e, extra: subprocess.Popen(  # noqa: E731
+        [sys.executable, "-m", "lm", "train", *args, *extra], cwd=ROOT, env=e,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    port = _free_port()
+    two = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    procs = [run(dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=8"),
+                 [f"--workdir={tmp_path / 'one'}"])]
+    procs += [run(two, [f"--workdir={tmp_path / 'two'}", f"--coordinator_address=localhost:{port}",
+                        "--num_processes=2", f"--process_id={i}"]) for i in range(2)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "step 6: valid loss" in outs[1][0] and "valid loss" not in outs[2][0]
+    ref, got = trainer.read_metrics(tmp_path / "one"), trainer.read_metrics(tmp_path / "two")
+    assert [r["step"] for r in got] == [r["step"] for r in ref] == [2, 4, 6]
+    np.testing.assert_allclose([r["loss"] for r in got], [r["loss"] for r in ref], rtol=1e-5)
+    np.testing.assert_allclose(got[-1]["eval_loss"], ref[-1]["eval_loss"], rtol=1e-5)
