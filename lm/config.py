@@ -63,7 +63,7 @@ class ModelConfig:
     moe_capacity_factor: float = 1.25
     moe_aux_weight: float = 0.01
     # Compilation and numerics.
-    scan_layers: bool = False  # the trainer turns it on when mesh.fsdp > 1 (sharding.wants_scan)
+    scan_layers: bool = False
     remat: str = "none"  # none | full | dots
     dtype: str = "auto"  # compute dtype (lm.precision); parameters are always float32
     attention_impl: str = "auto"  # auto | xla | cudnn | splash | einsum (lm.fast_attention)

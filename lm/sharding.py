@@ -141,14 +141,6 @@ def check_divisible(model_cfg, batch_size: int, grad_accum: int, mesh: Mesh) -> 
             f"model.num_heads={model_cfg.num_heads} is not divisible by mesh.tensor={nt}")
 
 
-def wants_scan(model_cfg, mesh: Mesh) -> bool:
-    """Scan the layers when FSDP shards the weights: unrolled, XLA hoists every layer's weight
-    all-gather out of the grad-accumulation loop (all gathered weights live at once)."""
-    group = model_cfg.moe_every or 1
-    return (mesh.shape["fsdp"] > 1 and not model_cfg.scan_layers
-            and model_cfg.num_layers % group == 0 and model_cfg.encoder_layers % group == 0)
-
-
 # ----------------------------------------------------------------------------- shardings
 
 def _spec_fits(shape, spec: P, mesh: Mesh) -> P:

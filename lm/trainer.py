@@ -159,8 +159,6 @@ def setup(config, workdir: str | None = None, *, mesh=None) -> Run:
     if mesh is None:
         mesh = sharding.make_mesh(config.mesh, batch_size=t.batch_size // max(t.grad_accum, 1))
     sharding.check_divisible(mcfg, t.batch_size, t.grad_accum, mesh)
-    if sharding.wants_scan(mcfg, mesh):  # before the workdir check: config.json records it
-        config.model.scan_layers = True
     _check_workdir(workdir, config)
 
     dataset = build_dataset(config.data, mcfg.max_len, workdir=workdir, seed=config.seed)
@@ -252,7 +250,10 @@ def make_train_step(run: Run):
 
             def body(carry, xs):
                 micro, i = xs
-                (_, (s, a)), g = grad_fn(params, micro, jax.random.fold_in(rng, i), total_weight)
+                # Tie the weights to this micro-batch: otherwise XLA hoists every layer's FSDP
+                # all-gather out of the loop and all gathered weights live at once.
+                p, micro = jax.lax.optimization_barrier((params, micro))
+                (_, (s, a)), g = grad_fn(p, micro, jax.random.fold_in(rng, i), total_weight)
                 return jax.tree.map(jnp.add, carry, (g, s, a)), None
 
             zeros = jax.tree.map(jnp.zeros_like, params)
