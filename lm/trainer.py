@@ -36,7 +36,7 @@ from flax import linen as nn
 
 from lm import checkpoint as ckpt_lib
 from lm import guard as guard_lib
-from lm import objectives, optim, sharding
+from lm import objectives, optim, remote, sharding
 from lm import trackers
 from lm import workdir as workdir_files
 from lm.files import atomic_write
@@ -423,16 +423,17 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     step, final (valid eval metrics), history, num_params, flops_per_token, tokens_seen,
     wall_time, mesh, devices, sample."""
     t_start = time.time()
+    workdir, mirror = remote.localize(workdir)  # a gs:// workdir: small files mirrored here
     run = setup(config, workdir)  # every check of the input, before the workdir is touched
     if jax.process_index() == 0:
         trackers.validate(run.config)  # a bad train.trackers fails before checkpoints or metrics
     os.makedirs(workdir, exist_ok=True)
     # The guard: workdir lock, SIGTERM/SIGINT -> checkpoint at the next step, NaN/Inf stop.
     with guard_lib.Guard(workdir, lock=jax.process_index() == 0) as guard:
-        return _train(run, workdir, guard, progress=progress, t_start=t_start)
+        return _train(run, workdir, guard, progress=progress, t_start=t_start, mirror=mirror)
 
 
-def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float) -> dict:
+def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float, mirror=None) -> dict:
     from lm import models
 
     config, t = run.config, run.config.train
@@ -442,7 +443,7 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float) -> 
                       json.dumps(config.to_dict(), indent=2, default=str) + "\n")
         workdir_files.write_data_location(workdir, config.data)
 
-    ckpts = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints)
+    ckpts = ckpt_lib.Checkpoints(mirror.url if mirror else workdir, keep=t.keep_checkpoints)
     train_it = run.dataset.train_iterator(
         t.batch_size, seed=config.seed, **sharding.feed_slice(run.mesh))
     latest = ckpts.latest_step()
@@ -523,6 +524,8 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float) -> 
                     guard.check_state(state, done)  # a diverged state is never saved
                     ckpts.save(done, state, data_state)
                     guard.saved(done)
+                    if mirror:
+                        mirror.push()
                 if stop:
                     raise guard.stopped(done)
                 if done == crash_at:  # fault injection for the resume tests: a real kill -9
@@ -561,6 +564,8 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float) -> 
     if main:
         atomic_write(os.path.join(workdir, "summary.json"),
                       json.dumps(summary, indent=2, default=str) + "\n")
+    if mirror:
+        mirror.push()
     return summary
 
 
@@ -578,11 +583,12 @@ def load_run(workdir: str, *, step: int | None = None, mesh_cfg: dict | None = N
     """(Run, train state) restored from a workdir, on a mesh: `mesh_cfg`, else the mesh the
     run was trained on (an FSDP-sized model stays sharded), else, when that does not fit the
     devices here, data-parallel over as many devices as the batch allows."""
-    path = os.path.join(workdir, "config.json")
+    local, _ = remote.localize(workdir)
+    path = os.path.join(local, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {workdir!r} an `lm train` workdir?")
     config = workdir_files.config_from_json(workdir_files.read_json(path))
-    workdir_files.resolve_data_location(workdir, config)
+    workdir_files.resolve_data_location(local, config)
     micro = config.train.batch_size // max(config.train.grad_accum, 1)
     mesh = None
     if mesh_cfg is None:
@@ -594,7 +600,7 @@ def load_run(workdir: str, *, step: int | None = None, mesh_cfg: dict | None = N
             mesh = None
             mesh_cfg = {"data": math.gcd(micro, jax.device_count()), "fsdp": 1, "tensor": 1}
     mesh = mesh or sharding.make_mesh(mesh_cfg)
-    run = setup(config, workdir, mesh=mesh)
+    run = setup(config, local, mesh=mesh)
     ckpts = ckpt_lib.Checkpoints(workdir, read_only=True)
     try:
         state, _ = ckpts.restore(run.abstract_state, step)  # None: the newest good one
