@@ -237,9 +237,13 @@ def softmax_smoother(q, k, v, *, scale, bias=None, mask=None, causal=False, impl
     """
     b, t, h, e = q.shape
     kv_heads = k.shape[2]
+    requested = impl
     impl = fast_attention.choose(impl, dtype=q.dtype, head_dim=e, q_len=t, kv_len=k.shape[1],
                                  decode=False)
     if impl == "splash" and mask is not None and segment_ids is None:
+        if requested == "auto":  # a cross-attention / padding mask: not splash's kind
+            return softmax_smoother(q, k, v, scale=scale, bias=bias, mask=mask, causal=causal,
+                                    impl="xla", local_window_size=local_window_size)
         raise ConfigError("model.attention_impl='splash' takes segment ids, not an arbitrary mask "
                           "(cross-attention / padding masks run on 'xla')")
     if impl != "einsum" and bias is not None and (impl != "xla" or q.dtype != jnp.float32):

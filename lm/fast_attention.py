@@ -120,12 +120,13 @@ def splash_attention(q, k, v, *, scale, segment_ids=None, causal=False, local_wi
     spec_kv = _spec(("batch", None, "kv_heads", None), k.shape, (h, kvh))
     spec_seg = jax.sharding.PartitionSpec(spec_q[0], None)
     run = functools.partial(_splash_local, causal=causal, local_window_size=local_window_size)
-    seg = jnp.ones((b, t), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
+    args, specs = (q, k, v), (spec_q, spec_kv, spec_kv)
+    if segment_ids is not None:  # self-attention only (q and kv share the ids)
+        args, specs = args + (segment_ids.astype(jnp.int32),), specs + (spec_seg,)
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
-        return run(q, k, v, seg)
-    return jax.shard_map(run, in_specs=(spec_q, spec_kv, spec_kv, spec_seg), out_specs=spec_q,
-                         check_vma=False)(q, k, v, seg)
+        return run(*args)
+    return jax.shard_map(run, in_specs=specs, out_specs=spec_q, check_vma=False)(*args)
 
 
 def _spec(logical, shape, heads):
@@ -142,7 +143,7 @@ def _spec(logical, shape, heads):
     return jax.sharding.PartitionSpec(*out)
 
 
-def _splash_local(q, k, v, seg, *, causal, local_window_size):
+def _splash_local(q, k, v, seg=None, *, causal, local_window_size):
     from jax.experimental.pallas.ops.tpu import splash_attention as sa
 
     b, t, h, e = q.shape
@@ -160,9 +161,10 @@ def _splash_local(q, k, v, seg, *, causal, local_window_size):
     qg = q.reshape(b, t, kvh, g, e).transpose(0, 2, 3, 1, 4)
     kk, vv = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
-    def one_row(qr, kr, vr, sr):
-        ids = sa.SegmentIds(q=sr, kv=sr)
+    def one_row(qr, kr, vr, sr=None):
+        ids = None if sr is None else sa.SegmentIds(q=sr, kv=sr)
         return jax.vmap(lambda qh, kh, vh: kernel(qh, kh, vh, segment_ids=ids))(qr, kr, vr)
 
-    out = jax.vmap(one_row)(qg, kk, vv, seg)  # [B, K, G, T, E]
+    rows = (qg, kk, vv) if seg is None else (qg, kk, vv, seg)
+    out = jax.vmap(one_row)(*rows)  # [B, K, G, T, E]
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)

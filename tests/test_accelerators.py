@@ -92,6 +92,22 @@ def test_train_step_lowers_for_tpu_with_splash_attention(case, monkeypatch):
     assert f32_weight_dots(text) == []
 
 
+def test_encoder_decoder_lowers_for_tpu(monkeypatch):
+    # Self-attention on splash (segment ids); masked cross-attention falls back to XLA.
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+    config = small_config(data={"document_masking": True}, kind="encoder_decoder", num_layers=1,
+                          max_len=2 * T, dtype="auto")
+    config.train.objective = "prefix_lm"
+    run = trainer.setup(config)
+    step = trainer.make_train_step(run)
+    batch = {k: jax.ShapeDtypeStruct((B, 2 * T), jnp.float32 if k == "weights" else jnp.int32,
+                                     sharding=sharding.batch_sharding(run.mesh))
+             for k in ("inputs", "targets", "weights", "segment_ids")}
+    with sharding.activate(run.mesh):
+        text = step.trace(run.abstract_state, batch).lower(lowering_platforms=("tpu",)).as_text()
+    assert "tpu_custom_call" in custom_calls(text)
+
+
 def test_rbf_and_an_explicit_backend_lower_too(fake_cudnn):
     text = lower_train_step("cuda", small_config(kernel="rbf", attention_impl="cudnn"))
     assert "__cudnn$fmhaSoftmaxBackward" in custom_calls(text)  # the key bias rides in q/k
