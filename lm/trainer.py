@@ -42,6 +42,7 @@ from lm import workdir as workdir_files
 from lm.files import atomic_write
 from lm.workdir import read_metrics  # noqa: F401  (part of the trainer API)
 from lm.config import ConfigError, ModelConfig, model_config
+from lm.precision import resolve_dtype
 
 LOG2 = math.log(2.0)
 
@@ -115,6 +116,8 @@ def _check_workdir(workdir: str | None, config) -> None:
             if section == "data" and workdir_files.is_recorded_location(workdir, key, value):
                 continue
             was = old.get(section, {}).get(key, value)
+            if key == "dtype":  # 'auto' (the default now) is float32 on CPU: same run
+                was, value = resolve_dtype(was), resolve_dtype(value)
             if _jsonable(was) != _jsonable(value):
                 raise ConfigError(
                     f"--workdir={workdir} holds a run with {section}.{key}={was!r}, not {value!r}; "
