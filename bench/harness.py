@@ -49,7 +49,7 @@ def synthetic_batches(run, count: int = 2, seed: int = 0) -> list[dict]:
     """`count` global batches of uniform random tokens, already on the devices."""
     from lm import sharding
     b, t, v = int(run.config.train.batch_size), int(run.seq_len), int(run.model_cfg.vocab_size)
-    rows = b // jax.process_count()
+    rows = b // sharding.process_rows(run.mesh)[1]
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(count):

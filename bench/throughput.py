@@ -54,7 +54,8 @@ def measure(config, *, steps: int = 30, warmup: int = 3, profile_dir: str = "") 
         jax.profiler.start_trace(profile_dir)
         state, _ = harness.time_steps(compiled, state, bench.batches, 5)
         jax.profiler.stop_trace()
-    dtype = bench.run.model_cfg.dtype
+    from lm.precision import resolve_dtype
+    dtype = resolve_dtype(bench.run.model_cfg.dtype)  # 'auto': what this platform computes in
     peak, peak_source = hardware.device_peak(jax.devices()[0], dtype)
     n_dev = len(bench.run.mesh.devices.flat)
     if jax.devices()[0].platform == "cpu":

@@ -36,6 +36,7 @@ from lm import scaling
 from lm.scaling import backtest as backtest_mod
 from lm.scaling import forecast
 from lm.scaling import records as scaling_records
+from lm.files import is_main_process
 
 SCHEMA = "lm.record/1"
 DEFAULT_ARCHIVE = os.path.join("experiments", "archive")
@@ -68,7 +69,10 @@ def _jsonable(x):
 
 
 def write_record(record: dict, archive_dir: str) -> str:
-    """Write a new record atomically and return its path; never replaces an existing file."""
+    """Write a new record atomically and return its path; never replaces an existing file.
+    In a multi-process run only process 0 writes (the others get the path it would have)."""
+    if not is_main_process():
+        return os.path.join(archive_dir, record["id"] + ".json")
     os.makedirs(archive_dir, exist_ok=True)
     record = dict(record)
     record.setdefault("schema", SCHEMA)
@@ -532,6 +536,8 @@ def plot_backtests(results: list[tuple], path: str) -> None:
 
 def report(records: list[dict], out_dir: str) -> str:
     """Write report.md and one PNG per series into out_dir; returns the markdown."""
+    if not is_main_process():
+        return ""
     os.makedirs(out_dir, exist_ok=True)
     parts = ["# Experiment archive report", "",
              f"{len(records)} records. Cells: verdict and criterion metric of the latest run per rung.", ""]

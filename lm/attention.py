@@ -25,7 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm import fast_attention
 from lm.config import ConfigError, ModelConfig
+from lm.precision import compute_dtype, dense  # noqa: F401  (compute_dtype: part of this API)
 
 # Large negative logit for masked keys: exp underflows to 0, yet a fully masked row stays finite.
 MASKED = -1e30
@@ -35,10 +37,6 @@ LINEAR_CHUNK = 64
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def compute_dtype(cfg: ModelConfig):
-    return jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
 
 
 def param(module: nn.Module, name: str, shape, axes, std: float = 0.02, init=None):
@@ -99,6 +97,13 @@ def key_mask(kv_segment_ids, num_queries: int):
     """[B, 1, T, S] bool: every query sees the non-padding keys."""
     valid = kv_segment_ids[:, None, None, :] != 0
     return jnp.broadcast_to(valid, valid.shape[:2] + (num_queries,) + valid.shape[3:])
+
+
+def window_mask(num_queries: int, num_keys: int, local_window_size, offset=0):
+    """[1, 1, T, S] bool: query t sees keys in [t - left, t + right] (left, right = the window)."""
+    left, right = local_window_size
+    rel = jnp.arange(num_keys)[None, :] - (offset + jnp.arange(num_queries)[:, None])
+    return ((rel >= -left) & (rel <= right))[None, None]
 
 
 def causal_mask(num_queries: int, num_keys: int, offset=0, window: int = 0):
@@ -252,22 +257,48 @@ def _group(q, num_kv_heads):
     return q.reshape(b, t, num_kv_heads, h // num_kv_heads, e)
 
 
-def softmax_smoother(q, k, v, *, scale, bias=None, mask=None, causal=False, impl="fused"):
+def softmax_smoother(q, k, v, *, scale, bias=None, mask=None, causal=False, impl="xla",
+                     segment_ids=None, local_window_size=None):
     """sum_s softmax_s(scale q.k_s + bias_s) v_s for logit kernels.
 
     bias: [B, S, K] per-key score (rbf) or None. mask: bool broadcastable to [B, H, T, S].
-    impl: 'fused' (jax.nn.dot_product_attention) or 'einsum' (same math, written out).
+    impl: 'auto' | 'xla' (alias 'fused') | 'cudnn' | 'splash' | 'einsum' (lm.fast_attention
+    says which runs where). segment_ids [B, T]: the segments behind `mask` for self-attention
+    (splash takes ids, not a mask). local_window_size (left, right): banded attention.
     """
     b, t, h, e = q.shape
     kv_heads = k.shape[2]
-    if impl == "fused":
+    requested = impl
+    impl = fast_attention.choose(impl, dtype=q.dtype, head_dim=e, q_len=t, kv_len=k.shape[1],
+                                 decode=False)
+    if impl == "splash" and mask is not None and segment_ids is None:
+        if requested == "auto":  # a cross-attention / padding mask: not splash's kind
+            return softmax_smoother(q, k, v, scale=scale, bias=bias, mask=mask, causal=causal,
+                                    impl="xla", local_window_size=local_window_size)
+        raise ConfigError("model.attention_impl='splash' takes segment ids, not an arbitrary mask "
+                          "(cross-attention / padding masks run on 'xla')")
+    if impl != "einsum" and bias is not None and (impl != "xla" or q.dtype != jnp.float32):
+        # Exact per-key bias inside the fused kernel (cuDNN refuses a [B,H,1,S] bias).
+        q, k, v, scale = fast_attention.fold_key_bias(q, k, v, bias, scale, impl == "splash")
+        bias = None
+    if impl == "cudnn":
+        out = fast_attention.cudnn_attention(q, k, v, scale=scale, mask=mask, causal=causal,
+                                             local_window_size=local_window_size)
+        return out[..., :e]
+    if impl == "splash":
+        out = fast_attention.splash_attention(q, k, v, scale=scale, segment_ids=segment_ids,
+                                              causal=causal, local_window_size=local_window_size)
+        return out[..., :e]
+    if impl == "xla":
         if bias is not None:  # [B, S, K] -> [B, H, 1, S]
             bias = jnp.repeat(jnp.transpose(bias, (0, 2, 1)), h // kv_heads, axis=1)[:, :, None, :]
             bias = bias.astype(q.dtype)
-        return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale,
-                                            is_causal=causal)
-    if impl != "einsum":
-        raise ValueError(f"attention impl {impl!r} is not 'fused' or 'einsum'")
+        out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale,
+                                           is_causal=causal, local_window_size=local_window_size)
+        return out[..., :e]
+    if local_window_size is not None:
+        band = window_mask(t, k.shape[1], local_window_size)
+        mask = band if mask is None else mask & band
     qg = _group(q * jnp.asarray(scale, q.dtype), kv_heads)
     s = jnp.einsum("btkge,bske->bkgts", qg, k, preferred_element_type=jnp.float32)
     if bias is not None:
@@ -343,11 +374,16 @@ def _causal_linear(fq, fk, v, chunk):
     return out[:, :t]
 
 
-def smooth(kernel: Kernel, q, k, v, *, mask=None, causal=False, impl="fused"):
+def smooth(kernel: Kernel, q, k, v, *, mask=None, causal=False, impl="xla", segment_ids=None,
+           local_window_size=None):
     """The Nadaraya-Watson smoother of `kernel`: [B,T,H,E] x [B,S,K,E] x [B,S,K,E] -> [B,T,H,E]."""
     if kernel.normalized_by_softmax:
         return softmax_smoother(q, k, v, scale=kernel.scale, bias=kernel.key_bias(k), mask=mask,
-                                causal=causal, impl=impl)
+                                causal=causal, impl=impl, segment_ids=segment_ids,
+                                local_window_size=local_window_size)
+    if local_window_size is not None:  # a band is a mask: the exact (quadratic) form
+        band = window_mask(q.shape[1], k.shape[1], local_window_size)
+        mask = band if mask is None else mask & band
     return feature_smoother(kernel, q, k, v, mask=mask, causal=causal)
 
 
@@ -396,7 +432,7 @@ class MultiHeadAttention(nn.Module):
     causal: bool = True
     cross: bool = False
     decode: bool = False
-    impl: str = "fused"  # exp/rbf: 'fused' (jax.nn.dot_product_attention) or 'einsum'
+    impl: str | None = None  # exp/rbf backend; None: cfg.attention_impl (lm.fast_attention)
 
     @nn.compact
     def __call__(self, x, context=None, *, positions=None, q_segment_ids=None,
@@ -411,21 +447,21 @@ class MultiHeadAttention(nn.Module):
 
         if not self.cross and kvh == h:  # one fused projection for q, k and v
             w = param(self, "qkv", (d, 3, h, e), ("embed", None, "heads", "kv"))
-            qkv = jnp.einsum("btd,dnhe->nbthe", x, w.astype(dt))
+            qkv = dense("btd,dnhe->nbthe", x, w, dt)
             if qkv_bias:
                 qkv = qkv + param(self, "qkv_bias", (3, h, e), (None, "heads", "kv"),
                                   init=bias_init).astype(dt)[:, None, None]
             q, k, v = qkv[0], qkv[1], qkv[2]
         else:
-            q = jnp.einsum("btd,dhe->bthe", x, param(self, "query", (d, h, e),
-                                                     ("embed", "heads", "kv")).astype(dt))
+            q = dense("btd,dhe->bthe", x, param(self, "query", (d, h, e),
+                                                ("embed", "heads", "kv")), dt)
             if qkv_bias:
                 q = q + param(self, "query_bias", (h, e), ("heads", "kv"), init=bias_init).astype(dt)
             k = v = None
             src = x if not self.cross else context
             if src is not None:
                 wkv = param(self, "kv", (d, 2, kvh, e), ("embed", None, "kv_heads", "kv"))
-                kv = jnp.einsum("bsd,dnke->nbske", src.astype(dt), wkv.astype(dt))
+                kv = dense("bsd,dnke->nbske", src.astype(dt), wkv, dt)
                 if qkv_bias:
                     kv = kv + param(self, "kv_bias", (2, kvh, e), (None, "kv_heads", "kv"),
                                     init=bias_init).astype(dt)[:, None, None]
@@ -435,7 +471,8 @@ class MultiHeadAttention(nn.Module):
             k = None if k is None else _rms_norm(self, "key_norm", k, cfg.norm_eps)
         q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
 
-        mask, causal = None, False
+        mask, causal, segment_ids, local_window_size = None, False, None, None
+        impl = self.impl or cfg.attention_impl
         if self.cross:
             if self.decode:
                 k, v, kv_segment_ids = self._cross_cache(k, v, kv_segment_ids)
@@ -450,24 +487,26 @@ class MultiHeadAttention(nn.Module):
             window = cfg.sliding_window if self.causal else 0
             if self.decode and self.has_variable("cache", "cached_key"):
                 k, v, mask = self._self_cache(k, v, window)
+                impl = "xla" if impl == "auto" else impl  # one query against a cache
             else:
                 if self.decode:  # initialising: create the cache sized by this input
                     self._self_cache(k, v)
                 causal = self.causal
                 if q_segment_ids is not None:
                     mask = segment_mask(q_segment_ids, q_segment_ids)
-                if window:
-                    wmask = causal_mask(q.shape[1], k.shape[1], window=window)
-                    mask = wmask if mask is None else mask & wmask
+                    segment_ids = q_segment_ids
+                if window:  # sliding window (Mistral): the last `window` keys, this one included
+                    local_window_size = (window - 1, 0)
         k = nn.with_logical_constraint(k, ("batch", "length", "kv_heads", "kv"))
         v = nn.with_logical_constraint(v, ("batch", "length", "kv_heads", "kv"))
 
-        out = smooth(kernel, q, k, v, mask=mask, causal=causal, impl=self.impl)
+        out = smooth(kernel, q, k, v, mask=mask, causal=causal, impl=impl,
+                     segment_ids=segment_ids, local_window_size=local_window_size)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
         wo = param(self, "out", (h, e, d), ("heads", "kv", "embed"),
                    std=0.02 / (2 * (cfg.num_layers + (cfg.encoder_layers if cfg.kind != "decoder"
                                                       else 0))) ** 0.5)
-        y = jnp.einsum("bthe,hed->btd", out, wo.astype(dt))
+        y = dense("bthe,hed->btd", out, wo, dt)
         if cfg.use_bias:
             y = y + param(self, "out_bias", (d,), ("embed",), init=bias_init).astype(dt)
         return y

@@ -98,7 +98,9 @@ class Checkpoints:
 
     def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = True,
                  read_only: bool = False):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        # A URL (gs://...) is Orbax's to handle; abspath would make it a local folder "gs:".
+        self.directory = (str(workdir).rstrip("/") + "/checkpoints" if "://" in str(workdir)
+                          else os.path.join(os.path.abspath(workdir), "checkpoints"))
         if read_only:
             _quiet_read_only_warnings()
         options = ocp.CheckpointManagerOptions(
@@ -207,6 +209,8 @@ def checkpoint_step(workdir: str, step: int | None = None) -> int:
     (the newest, or `step`); FileNotFoundError saying what is missing."""
     if not workdir:
         raise ValueError("--workdir=DIR (an `lm train` workdir) is required")
+    if "://" in str(workdir):  # a gs:// workdir: list it through etils.epath
+        return _url_checkpoint_step(str(workdir).rstrip("/"), step)
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"--workdir={workdir}: no such directory")
     if not os.path.isfile(os.path.join(workdir, "config.json")):
@@ -216,6 +220,22 @@ def checkpoint_step(workdir: str, step: int | None = None) -> int:
     if not steps:
         raise FileNotFoundError(f"--workdir={workdir}: no checkpoint in {directory} "
                                 "(train first, or wait for the first checkpoint)")
+    if step is not None and step not in steps:
+        raise FileNotFoundError(f"--workdir={workdir}: no checkpoint for step {step}; have {steps}")
+    return steps[-1] if step is None else step
+
+
+def _url_checkpoint_step(workdir: str, step: int | None) -> int:
+    from etils import epath
+
+    root = epath.Path(workdir)
+    if not (root / "config.json").exists():
+        raise FileNotFoundError(f"--workdir={workdir}: no config.json, so not an `lm train` workdir")
+    directory = root / "checkpoints"
+    steps = sorted(int(p.name) for p in (directory.iterdir() if directory.exists() else [])
+                   if p.name.isdigit())
+    if not steps:
+        raise FileNotFoundError(f"--workdir={workdir}: no checkpoint in {directory}")
     if step is not None and step not in steps:
         raise FileNotFoundError(f"--workdir={workdir}: no checkpoint for step {step}; have {steps}")
     return steps[-1] if step is None else step

@@ -21,7 +21,8 @@ NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "gelu_exact", "swiglu")  # gelu is the tanh form (GPT-2); gelu_exact erf (GPT-NeoX)
 ROPE_SCALINGS = ("none", "linear", "llama3")
 REMAT_POLICIES = ("none", "full", "dots")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")  # auto: bfloat16 on GPU / TPU, float32 on CPU
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "splash", "einsum")  # see lm.fast_attention
 MODEL_KINDS = ("decoder", "encoder_decoder")
 
 
@@ -77,7 +78,8 @@ class ModelConfig:
     # Compilation and numerics.
     scan_layers: bool = False
     remat: str = "none"  # none | full | dots
-    dtype: str = "float32"  # compute dtype; parameters are always float32
+    dtype: str = "auto"  # compute dtype (lm.precision); parameters are always float32
+    attention_impl: str = "auto"  # auto | xla | cudnn | splash | einsum (lm.fast_attention)
 
     def __post_init__(self):
         def need(ok, key, msg):
@@ -91,6 +93,8 @@ class ModelConfig:
         need(self.mlp in MLPS, "mlp", f"{self.mlp!r} is not one of {MLPS}")
         need(self.remat in REMAT_POLICIES, "remat", f"{self.remat!r} is not one of {REMAT_POLICIES}")
         need(self.dtype in DTYPES, "dtype", f"{self.dtype!r} is not one of {DTYPES}")
+        need(self.attention_impl in ATTENTION_IMPLS, "attention_impl",
+             f"{self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
         for key in ("vocab_size", "max_len", "d_model", "num_layers", "num_heads"):
             need(getattr(self, key) > 0, key, f"must be positive, got {getattr(self, key)}")
         need(self.d_model % self.num_heads == 0 or self.head_dim > 0, "num_heads",
@@ -205,6 +209,7 @@ def base_config() -> ml_collections.ConfigDict:
         sample_prompt="",
         # Optional trackers beside TensorBoard and metrics.jsonl (lm/trackers.py): "wandb", "mlflow".
         trackers=(), tracker_project="lm", tracker_run_name="", tracking_uri="",
+        compilation_cache_dir="",  # persistent XLA cache ('' : $LM_COMPILATION_CACHE_DIR or none)
     )
 
     # Start from a pretrained model: hf:ORG/NAME, a Hugging Face model directory or an lm workdir

@@ -381,6 +381,8 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
     own_workdir = workdir is None
     if own_workdir:
         _remove_abandoned_workdirs()
+    if workdir is None and _process_count() > 1:  # one shared workdir for all processes
+        workdir = _shared_workdir(archive_dir, record["id"])
     workdir = workdir or tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{e.name}-{e.rung}-")
     if train_fn is None:
         from lm import trainer
@@ -457,9 +459,33 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
     if not own_workdir:
         record["workdir"] = workdir
     out = _write(record, archive_dir, workdir, own_workdir)  # raises, keeping the workdir
-    if own_workdir:
+    if own_workdir and _main_after_barrier():
         shutil.rmtree(workdir, ignore_errors=True)
     return record, out
+
+
+def _process_count() -> int:
+    jax = sys.modules.get("jax")
+    return jax.process_count() if jax is not None and jax.distributed.is_initialized() else 1
+
+
+def _shared_workdir(archive_dir: str, record_id: str) -> str:
+    """Process 0's choice of a workdir beside the archive (which every host must see)."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    name = np.frombuffer(record_id.encode()[:200].ljust(200), np.uint8)
+    name = bytes(multihost_utils.broadcast_one_to_all(name)).decode().strip()
+    return os.path.join(os.path.abspath(archive_dir), ".work", name)
+
+
+def _main_after_barrier() -> bool:
+    """True on process 0 once every process is done with the workdir (always true alone)."""
+    if _process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("lm run: workdir done")
+    return archive.is_main_process()
 
 
 def _read_json(path: str):

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+
+
+def is_main_process() -> bool:
+    """False on every process but 0 of a multi-process (jax.distributed) run: only process 0
+    writes metrics, records and reports. Never starts JAX itself."""
+    jax = sys.modules.get("jax")
+    return jax is None or not jax.distributed.is_initialized() or jax.process_index() == 0
 
 
 def atomic_write(path: str, data: str | bytes) -> None:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from lm.attention import MultiHeadAttention, apply_rope, compute_dtype, param  # noqa: F401
 from lm.config import ModelConfig
+from lm.precision import dense, embed_lookup
 
 RESIDUAL = ("batch", "length", "embed")
 
@@ -35,16 +36,12 @@ class Embed(nn.Module):
                                ("vocab", "embed"))
 
     def __call__(self, tokens):
-        # Gather from the whole table (FSDP gathers every weight before use anyway): a gather
-        # from a vocab- or embed-sharded table cannot be resharded to batch-sharded rows
-        # efficiently, and XLA falls back to rematerialising it on every device.
-        table = nn.with_logical_constraint(self.embedding, (None, None))
-        return jnp.take(table, tokens, axis=0).astype(compute_dtype(self.cfg))
+        # Cast, then gather from the whole table (lm.precision.embed_lookup says why).
+        return embed_lookup(self.embedding, tokens, compute_dtype(self.cfg))
 
     def attend(self, x):
         """Logits float32 [B, T, V] = x E^T."""
-        return jnp.einsum("btd,vd->btv", x, self.embedding.astype(x.dtype),
-                          preferred_element_type=jnp.float32)
+        return dense("btd,vd->btv", x, self.embedding, x.dtype, jnp.float32)
 
 
 class PositionEmbed(nn.Module):
@@ -101,17 +98,17 @@ class MLP(nn.Module):
         d, f = cfg.d_model, cfg.ff_size
         if cfg.mlp == "swiglu":
             wi = param(self, "wi", (d, 2, f), ("embed", None, "mlp"))
-            h = jnp.einsum("btd,dnf->btnf", x, wi.astype(dt))
+            h = dense("btd,dnf->btnf", x, wi, dt)
             if cfg.use_bias:
                 h = h + param(self, "bi", (2, f), (None, "mlp"), init=nn.initializers.zeros).astype(dt)
         else:
             wi = param(self, "wi", (d, f), ("embed", "mlp"))
-            h = jnp.einsum("btd,df->btf", x, wi.astype(dt))
+            h = dense("btd,df->btf", x, wi, dt)
             if cfg.use_bias:
                 h = h + param(self, "bi", (f,), ("mlp",), init=nn.initializers.zeros).astype(dt)
         h = nn.with_logical_constraint(_activate(cfg, h), ("batch", "length", "mlp"))
         wo = param(self, "wo", (f, d), ("mlp", "embed"), std=residual_std(cfg))
-        y = jnp.einsum("btf,fd->btd", h, wo.astype(dt))
+        y = dense("btf,fd->btd", h, wo, dt)
         if cfg.use_bias:
             y = y + param(self, "bo", (d,), ("embed",), init=nn.initializers.zeros).astype(dt)
         return y
@@ -183,13 +180,13 @@ class MoE(nn.Module):
         xin = nn.with_logical_constraint(xin, ("batch", "expert", None, "embed"))
         if cfg.mlp == "swiglu":
             wi = param(self, "wi", (nx, d, 2, f), ("expert", "embed", None, "mlp"))
-            h = jnp.einsum("bxcd,xdnf->bxcnf", xin, wi.astype(dt))
+            h = dense("bxcd,xdnf->bxcnf", xin, wi, dt)
         else:
             wi = param(self, "wi", (nx, d, f), ("expert", "embed", "mlp"))
-            h = jnp.einsum("bxcd,xdf->bxcf", xin, wi.astype(dt))
+            h = dense("bxcd,xdf->bxcf", xin, wi, dt)
         h = nn.with_logical_constraint(_activate(cfg, h), ("batch", "expert", None, "mlp"))
         wo = param(self, "wo", (nx, f, d), ("expert", "mlp", "embed"), std=residual_std(cfg))
-        y = jnp.einsum("bxcf,xfd->bxcd", h, wo.astype(dt))
+        y = dense("bxcf,xfd->bxcd", h, wo, dt)
         return jnp.einsum("btxc,bxcd->btd", combine.astype(dt), y)
 
 

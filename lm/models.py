@@ -21,9 +21,12 @@ import jax.numpy as jnp
 
 from lm.attention import param
 from lm.config import ConfigError, ModelConfig
+from lm.precision import dense
 from lm.layers import RESIDUAL, Block, Dropout, Embed, LayerNorm, PositionEmbed
 
-REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots}
+# 'dots' saves matmul outputs without batch dims (the projections), never the [.., T, T]
+# attention scores, which are batched dots (checkpoint_dots would keep them: O(T^2) memory).
+REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims}
 
 
 def _block_class(cfg: ModelConfig):
@@ -133,8 +136,7 @@ class _LM(nn.Module):
         if self.cfg.tie_embeddings:
             logits = self.embed.attend(x)
         else:
-            logits = jnp.einsum("btd,dv->btv", x, self.unembed.astype(x.dtype),
-                                preferred_element_type=jnp.float32)
+            logits = dense("btd,dv->btv", x, self.unembed, x.dtype, jnp.float32)
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
 

@@ -136,9 +136,6 @@ def check_divisible(model_cfg, batch_size: int, grad_accum: int, mesh: Mesh) -> 
         raise ConfigError(
             f"train.batch_size={batch_size} (micro-batch {micro} with grad_accum={grad_accum}) "
             f"is not divisible by the batch-parallel mesh size data*fsdp={nb} (mesh {describe(mesh)})")
-    if batch_size % jax.process_count():
-        raise ConfigError(
-            f"train.batch_size={batch_size} is not divisible by the {jax.process_count()} processes")
     if model_cfg.num_heads % nt:
         raise ConfigError(
             f"model.num_heads={model_cfg.num_heads} is not divisible by mesh.tensor={nt}")
@@ -156,26 +153,42 @@ def _spec_fits(shape, spec: P, mesh: Mesh) -> P:
     return P(*out)
 
 
+# Logical axes whose size is a data fact, not a design choice (an odd character vocabulary,
+# a single kv head): replicated, with a warning, when their mesh axis does not divide them.
+# Every other sharded dimension must divide its mesh axes.
+MAY_REPLICATE = ("vocab", "kv_heads")
+
+
 def logical_shardings(boxed_tree, mesh: Mesh):
     """NamedShardings for a tree of (abstract) boxed values from `nn.with_logical_partitioning`.
 
-    Unboxed leaves are replicated; a dimension its mesh axes do not divide (an odd vocabulary,
-    one kv head) is replicated rather than refused.
+    Unboxed leaves are replicated. A dimension its mesh axes do not divide is a ConfigError
+    naming the parameter, except for MAY_REPLICATE axes, which are replicated with a warning.
     """
     specs = nn.get_partition_spec(boxed_tree)
     mesh_specs = nn.logical_to_mesh(specs, RULES)
     values = nn.unbox(boxed_tree)
+    is_spec = lambda x: isinstance(x, P) or x is None  # noqa: E731
 
-    def one(value, spec):
+    def one(path, value, spec, logical):
         spec = spec if isinstance(spec, P) else P()
         fitted = _spec_fits(value.shape, spec, mesh)
         if fitted != spec:
-            log.info("replicating a dimension of a %s parameter: %s does not divide it",
-                     value.shape, spec)
+            name = "/".join(str(getattr(k, "key", k)) for k in path)
+            logical = tuple(logical) if isinstance(logical, P) else ()
+            for i, (want, got) in enumerate(zip(spec, fitted)):
+                if want == got:
+                    continue
+                axis = logical[i] if i < len(logical) else None
+                sizes = {a: mesh.shape[a] for a in ((want,) if isinstance(want, str) else want)}
+                text = (f"parameter {name} {list(value.shape)}: dimension {i} ({axis}, size "
+                        f"{value.shape[i]}) does not divide over mesh {sizes}")
+                if axis not in MAY_REPLICATE:
+                    raise ConfigError(text + f"; change the model size or mesh.{next(iter(sizes))}")
+                log.warning("%s; it is replicated instead", text)
         return NamedSharding(mesh, fitted)
 
-    return jax.tree.map(one, values, mesh_specs,
-                        is_leaf=lambda x: isinstance(x, P) or x is None)
+    return jax.tree_util.tree_map_with_path(one, values, mesh_specs, specs, is_leaf=is_spec)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -209,10 +222,31 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(("data", "fsdp")))
 
 
+def process_rows(mesh: Mesh) -> tuple[int, int]:
+    """(index, count): this process feeds slice `index` of `count` equal row slices of the
+    global batch, the rows its devices hold. count is the process count when the batch axes
+    span every process, smaller when they do not (tensor parallelism across hosts: processes
+    sharing a batch slice read the same rows)."""
+    nb = batch_axis_size(mesh)
+    held = batch_sharding(mesh).addressable_devices_indices_map((nb,))
+    starts = sorted({s[0].start or 0 for s in held.values()})
+    m = len(starts)
+    if starts != list(range(starts[0], starts[0] + m)) or nb % m or starts[0] % m:
+        raise ConfigError(f"mesh {describe(mesh)}: this process's devices hold batch rows "
+                          f"{starts} of {nb}, not one contiguous slice; reorder the mesh axes")
+    return starts[0] // m, nb // m
+
+
+def feed_slice(mesh: Mesh) -> dict:
+    """process_index / process_count keywords for the data iterators (`process_rows`)."""
+    index, count = process_rows(mesh)
+    return {"process_index": index, "process_count": count}
+
+
 def global_batch(local: dict, mesh: Mesh) -> dict:
-    """Assemble the global batch from this process's rows (its slice of the global batch)."""
+    """Assemble the global batch from this process's rows (its slice, `process_rows`)."""
     sharding = batch_sharding(mesh)
-    n = jax.process_count()
+    n = process_rows(mesh)[1]
     return {k: jax.make_array_from_process_local_data(
         sharding, v, (v.shape[0] * n,) + v.shape[1:]) for k, v in local.items()}
 
@@ -230,8 +264,13 @@ def per_device_bytes(tree) -> int:
 
 # ----------------------------------------------------------------------------- multi-host
 
-_CLUSTER_ENV = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
-                "MEGASCALE_COORDINATOR_ADDRESS")
+def _launched_on_several() -> bool:
+    """A cluster launcher started this as one of several processes (jax detects the rest)."""
+    env = os.environ
+    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
+        return True
+    hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
+    return len(hosts) > 1 or bool(env.get("MEGASCALE_COORDINATOR_ADDRESS"))
 
 
 def maybe_initialize_distributed(coordinator_address: str | None = None,
@@ -242,7 +281,7 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
     Explicit arguments win; else the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
     JAX_PROCESS_ID environment; else a cluster launcher (SLURM with more than one task,
     Open MPI, a multi-host TPU slice), which `jax.distributed.initialize()` detects itself.
-    Must run before anything touches a device.
+    Must run before anything touches a device; every `lm` command calls it (lm/cli).
     """
     if jax.distributed.is_initialized():
         return True
@@ -262,8 +301,17 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address, num_processes, process_id)
         return True
-    launched = [k for k in _CLUSTER_ENV if k in env]
-    if launched and not (launched == ["SLURM_NTASKS"] and int(env["SLURM_NTASKS"]) <= 1):
+    if _launched_on_several():
         jax.distributed.initialize()
         return True
     return False
+
+
+def enable_compilation_cache(directory: str | None = None) -> str | None:
+    """A persistent XLA compilation cache in `directory` (or $LM_COMPILATION_CACHE_DIR; JAX's
+    own JAX_COMPILATION_CACHE_DIR works too): restarts and reruns skip compiling. Local
+    paths and gs:// URLs."""
+    directory = directory or os.environ.get("LM_COMPILATION_CACHE_DIR") or None
+    if directory:
+        jax.config.update("jax_compilation_cache_dir", directory)
+    return directory

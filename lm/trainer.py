@@ -36,12 +36,13 @@ from flax import linen as nn
 
 from lm import checkpoint as ckpt_lib
 from lm import guard as guard_lib
-from lm import objectives, optim, sharding
+from lm import objectives, optim, remote, sharding
 from lm import trackers
 from lm import workdir as workdir_files
 from lm.files import atomic_write
 from lm.workdir import read_metrics  # noqa: F401  (part of the trainer API)
 from lm.config import ConfigError, ModelConfig, model_config
+from lm.precision import resolve_dtype
 
 LOG2 = math.log(2.0)
 
@@ -91,6 +92,7 @@ def _validate(config) -> ModelConfig:
     if objective == "prefix_lm" and mcfg.max_len < 2:
         raise ConfigError("model.max_len: prefix_lm needs at least 2 tokens to split")
     optim.learning_rate_schedule(t)  # validates the schedule name
+    sharding.enable_compilation_cache(t.compilation_cache_dir)
     return mcfg
 
 
@@ -114,6 +116,8 @@ def _check_workdir(workdir: str | None, config) -> None:
             if section == "data" and workdir_files.is_recorded_location(workdir, key, value):
                 continue
             was = old.get(section, {}).get(key, value)
+            if key == "dtype":  # 'auto' (the default now) is float32 on CPU: same run
+                was, value = resolve_dtype(was), resolve_dtype(value)
             if _jsonable(was) != _jsonable(value):
                 raise ConfigError(
                     f"--workdir={workdir} holds a run with {section}.{key}={was!r}, not {value!r}; "
@@ -256,7 +260,10 @@ def make_train_step(run: Run):
 
             def body(carry, xs):
                 micro, i = xs
-                (_, (s, a)), g = grad_fn(params, micro, jax.random.fold_in(rng, i), total_weight)
+                # Tie the weights to this micro-batch: otherwise XLA hoists every layer's FSDP
+                # all-gather out of the loop and all gathered weights live at once.
+                p, micro = jax.lax.optimization_barrier((params, micro))
+                (_, (s, a)), g = grad_fn(p, micro, jax.random.fold_in(rng, i), total_weight)
                 return jax.tree.map(jnp.add, carry, (g, s, a)), None
 
             zeros = jax.tree.map(jnp.zeros_like, params)
@@ -316,7 +323,7 @@ def eval_metrics(sums: dict) -> dict:
 
 def _eval_batch_size(config, mesh) -> int:
     """The training micro-batch (it fits in memory), rounded to split over mesh and processes."""
-    unit = math.lcm(sharding.batch_axis_size(mesh), jax.process_count())
+    unit = sharding.batch_axis_size(mesh)  # a multiple of the process slices
     micro = config.train.batch_size // max(config.train.grad_accum, 1)
     return max(unit, micro // unit * unit)
 
@@ -326,7 +333,7 @@ def _run_eval(eval_step, params, dataset, config, mesh, split: str, max_batches:
         raise ValueError(f"split {split!r} is not one of the dataset's splits {list(dataset.splits)}")
     batches = dataset.eval_batches(
         split, _eval_batch_size(config, mesh), max_batches=max_batches,
-        process_index=jax.process_index(), process_count=jax.process_count())
+        **sharding.feed_slice(mesh))
     total = None
     with sharding.activate(mesh):
         for local in batches:
@@ -426,16 +433,17 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     step, final (valid eval metrics), history, num_params, flops_per_token, tokens_seen,
     wall_time, mesh, devices, sample."""
     t_start = time.time()
+    workdir, mirror = remote.localize(workdir)  # a gs:// workdir: small files mirrored here
     run = setup(config, workdir)  # every check of the input, before the workdir is touched
     if jax.process_index() == 0:
         trackers.validate(run.config)  # a bad train.trackers fails before checkpoints or metrics
     os.makedirs(workdir, exist_ok=True)
     # The guard: workdir lock, SIGTERM/SIGINT -> checkpoint at the next step, NaN/Inf stop.
     with guard_lib.Guard(workdir, lock=jax.process_index() == 0) as guard:
-        return _train(run, workdir, guard, progress=progress, t_start=t_start)
+        return _train(run, workdir, guard, progress=progress, t_start=t_start, mirror=mirror)
 
 
-def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float) -> dict:
+def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float, mirror=None) -> dict:
     from lm import models
 
     config, t = run.config, run.config.train
@@ -445,10 +453,9 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float) -> 
                       json.dumps(config.to_dict(), indent=2, default=str) + "\n")
         workdir_files.write_data_location(workdir, config.data)
 
-    ckpts = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints)
+    ckpts = ckpt_lib.Checkpoints(mirror.url if mirror else workdir, keep=t.keep_checkpoints)
     train_it = run.dataset.train_iterator(
-        t.batch_size, seed=config.seed, process_index=jax.process_index(),
-        process_count=jax.process_count())
+        t.batch_size, seed=config.seed, **sharding.feed_slice(run.mesh))
     latest = ckpts.latest_step()
     if latest is not None or ckpt_lib.step_dirs(ckpts.directory):
         try:
@@ -528,6 +535,8 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float) -> 
                     guard.check_state(state, done)  # a diverged state is never saved
                     ckpts.save(done, state, data_state)
                     guard.saved(done)
+                    if mirror:
+                        mirror.push()
                 if stop:
                     raise guard.stopped(done)
                 if done == crash_at:  # fault injection for the resume tests: a real kill -9
@@ -566,6 +575,8 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float) -> 
     if main:
         atomic_write(os.path.join(workdir, "summary.json"),
                       json.dumps(summary, indent=2, default=str) + "\n")
+    if mirror:
+        mirror.push()
     return summary
 
 
@@ -580,18 +591,27 @@ def summary_line(summary: dict) -> str:
 # ----------------------------------------------------------------------------- loading
 
 def load_run(workdir: str, *, step: int | None = None, mesh_cfg: dict | None = None):
-    """(Run, train state) restored from a workdir, on a mesh (default: data-parallel over
-    all devices, whatever mesh the run was trained on)."""
-    path = os.path.join(workdir, "config.json")
+    """(Run, train state) restored from a workdir, on a mesh: `mesh_cfg`, else the mesh the
+    run was trained on (an FSDP-sized model stays sharded), else, when that does not fit the
+    devices here, data-parallel over as many devices as the batch allows."""
+    local, _ = remote.localize(workdir)
+    path = os.path.join(local, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {workdir!r} an `lm train` workdir?")
     config = workdir_files.config_from_json(workdir_files.read_json(path))
-    workdir_files.resolve_data_location(workdir, config)
-    if mesh_cfg is None:  # data parallel over as many devices as the batch allows
-        micro = config.train.batch_size // max(config.train.grad_accum, 1)
-        mesh_cfg = {"data": math.gcd(micro, jax.device_count()), "fsdp": 1, "tensor": 1}
-    mesh = sharding.make_mesh(mesh_cfg)
-    run = setup(config, workdir, mesh=mesh)
+    workdir_files.resolve_data_location(local, config)
+    micro = config.train.batch_size // max(config.train.grad_accum, 1)
+    mesh = None
+    if mesh_cfg is None:
+        try:
+            mesh = sharding.make_mesh(config.mesh, batch_size=micro)
+            sharding.check_divisible(model_config(config), config.train.batch_size,
+                                     config.train.grad_accum, mesh)
+        except ConfigError:
+            mesh = None
+            mesh_cfg = {"data": math.gcd(micro, jax.device_count()), "fsdp": 1, "tensor": 1}
+    mesh = mesh or sharding.make_mesh(mesh_cfg)
+    run = setup(config, local, mesh=mesh)
     ckpts = ckpt_lib.Checkpoints(workdir, read_only=True)
     try:
         state, _ = ckpts.restore(run.abstract_state, step)  # None: the newest good one

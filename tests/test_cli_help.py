@@ -14,7 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Flags other libraries define: absl's logging and help flags, JAX/XLA's if they leaked in.
 FOREIGN = ("--verbosity", "--logtostderr", "--alsologtostderr", "--log_dir", "--helpfull",
            "--helpshort", "--flagfile", "--undefok", "--jax_", "--xla_", "--only_check_args")
-SHARED = {"debug"}  # a flag lm/cli defines for every command may join a command's own
+# Flags lm/cli defines for every command may join a command's own (--debug: lm/cli/_errors.py;
+# the multi-process start: lm/cli/_multihost.py).
+SHARED = {"debug", "coordinator_address", "num_processes", "process_id"}
 
 
 def _defined_flags(command):

@@ -42,7 +42,9 @@ def main(argv=None) -> None:
     _errors.DEBUG = "--debug" in argv  # any command: a traceback instead of the one-line error
     argv = [a for a in argv if a != "--debug"]
     module = _errors.fresh_command_module(command)
-    from lm.cli import _help
+    from lm.cli import _help, _multihost
+
+    _multihost.define()  # --coordinator_address etc.: flags every command shares
 
     if _help.wants_help(argv[2:]):
         _help.print_help_and_exit(command, module)
@@ -51,6 +53,10 @@ def main(argv=None) -> None:
         # Libraries log at INFO (Orbax: every save and restore); --verbosity brings it back.
         if not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)
+        try:  # every command: one job of N processes under SLURM / a TPU pod, not N jobs
+            _multihost.start()
+        except (ValueError, RuntimeError) as e:
+            sys.exit(f"lm {command}: error: multi-process start: {str(e).splitlines()[0]}")
         return module.main(args)
 
     _errors.call(command, lambda a: app.run(quiet_main, argv=a), [f"lm {command}"] + argv[2:],

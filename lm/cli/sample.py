@@ -49,9 +49,12 @@ def main(argv):
 
     # Cheap checks first (config, tokenizer, prompt, lengths, checkpoint), then the restore.
     step = checkpoint.checkpoint_step(workdir, _CHECKPOINT.value)
+    from lm import remote
+
+    local, _ = remote.localize(workdir)  # gs:// workdirs: config and tokenizer copied here
     config = workdir_files.config_from_json(
-        workdir_files.read_json(os.path.join(workdir, "config.json")))
-    tokenizer = load_tokenizer(os.path.join(workdir, "tokenizer"))
+        workdir_files.read_json(os.path.join(local, "config.json")))
+    tokenizer = load_tokenizer(os.path.join(local, "tokenizer"))
     config.model.vocab_size = tokenizer.vocab_size
     prompt = _prompt_ids(tokenizer, _PROMPT.value)
     request = dict(max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value, top_k=_TOP_K.value,

@@ -25,10 +25,6 @@ _CONFIG = _config_flag.one_line_errors(config_flags.DEFINE_config_file(
     "config", None, "Experiment file, `path.py` or `path.py:RUNG` (get_config(RUNG))."), "train")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config, metrics and checkpoints.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0, for a multi-process run.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (0-based).")
 
 
 def main(argv):
@@ -38,11 +34,7 @@ def main(argv):
         _fail("--workdir is required")
     if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
         _fail(f"--workdir={_WORKDIR.value} is a file, not a directory")
-    from lm import sharding
-
-    sharding.maybe_initialize_distributed(
-        _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    from lm import trainer
+    from lm import trainer  # jax.distributed: started by the dispatcher (lm/cli/_multihost.py)
 
     config, _ = _config_flag.load(_CONFIG)
     summary = trainer.train(config, _WORKDIR.value, progress=_PROGRESS.value)

@@ -1,0 +1,170 @@
+"""Fused attention backends for the softmax smoother: which one runs, and how it is called.
+
+    xla     jax.nn.dot_product_attention's XLA path (scores materialised; any shape, any dtype)
+    cudnn   cuDNN flash attention (GPU; bf16 / fp16; head dim a multiple of 8, <= 128)
+    splash  Pallas splash attention (TPU; causal + segment ids; length a multiple of 128)
+    einsum  the same math written out (lm.attention); the reference
+
+`model.attention_impl='auto'` picks cudnn on GPU and splash on TPU when the shapes and dtype
+allow, xla otherwise and always for KV-cache decoding. An explicit choice is honoured (and
+refused with a clear error where it cannot run).
+
+The rbf kernel's per-key bias b_s = -scale |k_s|^2 / 2 rides inside the fused kernels exactly:
+q' = [q, 1, 1, 0..], k' = [k, hi_s, lo_s, 0..] with hi + lo = b / scale in two bf16 halves, so
+scale q'.k' = scale q.k + b_s to about 2^-16 relative (a single bf16 column would round b to 2^-8,
+which at |k|^2 ~ 60 is an error of 0.25 in the score). Columns are padded to a multiple of 8.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from lm.config import ATTENTION_IMPLS as IMPLS, ConfigError
+
+CUDNN_MAX_HEAD_DIM = 128  # 256 on Hopper; 128 is safe on every GPU cuDNN supports
+SPLASH_BLOCK = 128
+
+
+def _platform() -> str:
+    p = jax.default_backend()
+    return "gpu" if p in ("gpu", "cuda", "rocm") else p
+
+
+def choose(impl: str, *, dtype, head_dim: int, q_len: int, kv_len: int, decode: bool,
+           platform: str | None = None) -> str:
+    """The backend that runs: 'xla', 'cudnn', 'splash' or 'einsum' (see the module doc)."""
+    if impl == "fused":  # the old name of the XLA path
+        impl = "xla"
+    if impl not in IMPLS:
+        raise ConfigError(f"model.attention_impl: {impl!r} is not one of {IMPLS}")
+    platform = platform or _platform()
+    if impl != "auto":
+        return impl
+    if decode:
+        return "xla"
+    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    if platform == "gpu" and half and _cudnn_ok(head_dim):
+        return "cudnn"
+    if platform == "tpu" and q_len % SPLASH_BLOCK == 0 and kv_len % SPLASH_BLOCK == 0:
+        return "splash"
+    return "xla"
+
+
+def _cudnn_ok(head_dim: int) -> bool:
+    if head_dim % 8 or head_dim > CUDNN_MAX_HEAD_DIM:
+        return False
+    try:
+        from jax._src.cudnn import fused_attention_stablehlo as fa
+        fa.check_cudnn_version()
+    except Exception:  # no cuDNN in this jaxlib / on this machine
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- rbf bias
+
+def fold_key_bias(q, k, v, bias, scale, prescale: bool = False):
+    """(q', k', v', scale'): a per-key bias [B, S, K] folded into extra head-dim columns.
+
+    The columns carry bias / scale, so scale' q'.k' = scale q.k + bias with q left unrounded;
+    prescale=True (splash takes no scale) multiplies q by scale instead (exact for E = 4^n).
+    """
+    dt = q.dtype
+    b = bias.astype(jnp.float32) / (1.0 if prescale else scale)
+    hi = b.astype(dt)
+    lo = (b - hi.astype(jnp.float32)).astype(dt)
+    e = q.shape[-1]
+    pad = -(e + 2) % 8
+    if prescale:
+        q, scale = q * jnp.asarray(scale, dt), 1.0
+    q2 = jnp.concatenate([q, jnp.ones(q.shape[:-1] + (2,), dt),
+                          jnp.zeros(q.shape[:-1] + (pad,), dt)], axis=-1)
+    k2 = jnp.concatenate([k, hi[..., None], lo[..., None],
+                          jnp.zeros(k.shape[:-1] + (pad,), dt)], axis=-1)
+    v2 = jnp.pad(v, [(0, 0)] * 3 + [(0, 2 + pad)])
+    return q2, k2, v2, scale
+
+
+# ----------------------------------------------------------------------------- cuDNN
+
+def cudnn_attention(q, k, v, *, scale, mask=None, causal=False, local_window_size=None):
+    """cuDNN flash attention; q [B,T,H,E], k/v [B,S,K,E] (GQA handled by cuDNN)."""
+    if jnp.dtype(q.dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        raise ConfigError(f"model.attention_impl='cudnn' needs bfloat16 or float16 compute, "
+                          f"got {jnp.dtype(q.dtype).name} (set model.dtype=bfloat16)")
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=causal,
+                                        local_window_size=local_window_size,
+                                        implementation="cudnn")
+
+
+# ----------------------------------------------------------------------------- splash (TPU)
+
+def splash_attention(q, k, v, *, scale, segment_ids=None, causal=False, local_window_size=None):
+    """Pallas splash attention; q [B,T,H,E], k/v [B,S,K,E]; segment_ids [B,T] (self-attention).
+
+    Run per device under shard_map (batch over data/fsdp, heads over tensor): a Mosaic
+    kernel cannot be partitioned by XLA.
+    """
+    b, t, h, e = q.shape
+    s, kvh = k.shape[1], k.shape[2]
+    if t % SPLASH_BLOCK or s % SPLASH_BLOCK:
+        raise ConfigError(f"model.attention_impl='splash' needs lengths that are multiples of "
+                          f"{SPLASH_BLOCK}, got {t} queries, {s} keys")
+    q = q * jnp.asarray(scale, q.dtype)
+    spec_q = _spec(("batch", None, "heads", None), q.shape, (h, kvh))
+    spec_kv = _spec(("batch", None, "kv_heads", None), k.shape, (h, kvh))
+    spec_seg = jax.sharding.PartitionSpec(spec_q[0], None)
+    run = functools.partial(_splash_local, causal=causal, local_window_size=local_window_size)
+    args, specs = (q, k, v), (spec_q, spec_kv, spec_kv)
+    if segment_ids is not None:  # self-attention only (q and kv share the ids)
+        args, specs = args + (segment_ids.astype(jnp.int32),), specs + (spec_seg,)
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return run(*args)
+    return jax.shard_map(run, in_specs=specs, out_specs=spec_q, check_vma=False)(*args)
+
+
+def _spec(logical, shape, heads):
+    """Mesh PartitionSpec of a logical shape under the active rules; axes that do not divide
+    (or that split q heads but not kv heads) are dropped."""
+    spec = nn.logical_to_mesh_axes(logical)
+    mesh = jax.sharding.get_abstract_mesh()
+    out = []
+    for i, (dim, axes) in enumerate(zip(shape, tuple(spec) + (None,) * len(shape))):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        size = int(np.prod([mesh.shape[a] for a in names])) if names and not mesh.empty else 1
+        ok = size == 1 or (dim % size == 0 and (i != 2 or all(n % size == 0 for n in heads)))
+        out.append(axes if ok and names else None)
+    return jax.sharding.PartitionSpec(*out)
+
+
+def _splash_local(q, k, v, seg=None, *, causal, local_window_size):
+    from jax.experimental.pallas.ops.tpu import splash_attention as sa
+
+    b, t, h, e = q.shape
+    s, kvh = k.shape[1], k.shape[2]
+    g = h // kvh
+    if local_window_size is not None:
+        left, right = local_window_size
+        one = sa.LocalMask((t, s), (left, 0 if causal else right), offset=0)
+    elif causal:
+        one = sa.CausalMask((t, s))
+    else:
+        one = sa.FullMask((t, s))
+    kernel = sa.make_splash_mqa_single_device(sa.MultiHeadMask([one] * g))
+    # [B, T, K, G, E] -> per batch row, per kv head: q [G, T, E], k/v [S, E]
+    qg = q.reshape(b, t, kvh, g, e).transpose(0, 2, 3, 1, 4)
+    kk, vv = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+
+    def one_row(qr, kr, vr, sr=None):
+        ids = None if sr is None else sa.SegmentIds(q=sr, kv=sr)
+        return jax.vmap(lambda qh, kh, vh: kernel(qh, kh, vh, segment_ids=ids))(qr, kr, vr)
+
+    rows = (qg, kk, vv) if seg is None else (qg, kk, vv, seg)
+    out = jax.vmap(one_row)(*rows)  # [B, K, G, T, E]
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)

@@ -1,0 +1,114 @@
+"""The dtype policy: what runs in bfloat16, what stays float32, and where that is enforced.
+
+    parameters, optimizer state, norms, softmax statistics, logits, loss   float32
+    activations and the operands of every big matmul                       compute dtype
+
+`model.dtype='auto'` (the default) is bfloat16 on GPU and TPU and float32 on CPU (where bf16
+has no fast matmul and existing CPU numbers stay exactly as they were).
+
+Matmuls with a float32 parameter go through `dense`: both operands in the compute dtype,
+accumulation and result in float32 (preferred_element_type), and the same in the backward
+pass. Plain autodiff would not give that: the cotangent of an f32 result is f32, and a
+mixed f32 x bf16 dot is promoted to f32 x f32 on GPU (the two LM-head backward matmuls
+were). `dense`'s weight gradient is float32 out of the dot, so its reduction across the
+batch shards (data / fsdp) is float32 too.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+def resolve_dtype(name: str, platform: str | None = None) -> str:
+    """'auto' -> 'bfloat16' on gpu / tpu, 'float32' on cpu; other names unchanged."""
+    if name != "auto":
+        return name
+    platform = platform or jax.default_backend()
+    return "bfloat16" if platform in ("gpu", "cuda", "rocm", "tpu") else "float32"
+
+
+def compute_dtype(cfg):
+    """The jnp dtype activations run in, for a ModelConfig (or anything with .dtype)."""
+    return jnp.bfloat16 if resolve_dtype(cfg.dtype) == "bfloat16" else jnp.float32
+
+
+def _operands(spec: str):
+    ins, out = spec.replace(" ", "").split("->")
+    a, b = ins.split(",")
+    return a, b, out
+
+
+def dense(spec: str, x, w, dt, out_dtype=None):
+    """einsum(spec, x, w) with x in compute dtype dt and w a float32 parameter.
+
+    float32 compute: the plain einsum (bit-identical to before). Otherwise bf16 x bf16 with
+    float32 accumulation forward and backward; the result is cast to out_dtype (default dt),
+    dx to x's dtype, dw stays float32.
+    """
+    out_dtype = out_dtype or dt
+    if jnp.dtype(dt) == jnp.float32:
+        return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32)
+    return _dense(spec, jnp.dtype(dt), jnp.dtype(out_dtype), x.astype(dt), w)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _dense(spec, dt, out_dtype, x, w):
+    return jnp.einsum(spec, x, w.astype(dt), preferred_element_type=jnp.float32).astype(out_dtype)
+
+
+def _dense_fwd(spec, dt, out_dtype, x, w):
+    return _dense(spec, dt, out_dtype, x, w), (x, w)
+
+
+def _dense_bwd(spec, dt, out_dtype, res, g):
+    x, w = res
+    a, b, c = _operands(spec)
+    g = g.astype(dt)
+    dx = jnp.einsum(f"{c},{b}->{a}", g, w.astype(dt), preferred_element_type=jnp.float32)
+    dw = jnp.einsum(f"{a},{c}->{b}", x, g, preferred_element_type=jnp.float32)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_dense.defvjp(_dense_fwd, _dense_bwd)
+
+
+def embed_lookup(table, tokens, dt):
+    """Rows of a float32 [V, D] table for int tokens, in dt.
+
+    The table is cast to dt BEFORE it is replicated for the gather (half the all-gather of
+    an f32 table), and the gradient is scattered into a float32 table (reduced in f32).
+    float32 compute: the plain gather, as before.
+    """
+    if jnp.dtype(dt) == jnp.float32:
+        table = nn.with_logical_constraint(table, (None, None))
+        return jnp.take(table, tokens, axis=0)
+    return _embed(jnp.dtype(dt), tuple(table.shape), table, tokens)
+
+
+def _gather(dt, table, tokens):
+    # Gather from the whole table: a gather from a vocab- or embed-sharded table cannot be
+    # resharded to batch-sharded rows efficiently (XLA rematerialises it on every device).
+    table = nn.with_logical_constraint(table.astype(dt), (None, None))
+    return jnp.take(table, tokens, axis=0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _embed(dt, shape, table, tokens):
+    return _gather(dt, table, tokens)
+
+
+def _embed_fwd(dt, shape, table, tokens):
+    return _gather(dt, table, tokens), tokens
+
+
+def _embed_bwd(dt, shape, tokens, g):
+    grad = jnp.zeros(shape, jnp.float32).at[tokens].add(g.astype(jnp.float32))
+    grad = nn.with_logical_constraint(grad, ("vocab", "embed"))
+    return grad, np.zeros(tokens.shape, jax.dtypes.float0)
+
+
+_embed.defvjp(_embed_fwd, _embed_bwd)
