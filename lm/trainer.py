@@ -439,6 +439,9 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float) -> 
     from lm import models
 
     config, t = run.config, run.config.train
+    from lm.evals import hook as evals_hook  # config.evals.tasks at every eval (None if empty)
+
+    task_eval = evals_hook.maybe(run)
     main = jax.process_index() == 0
     if main:
         atomic_write(os.path.join(workdir, "config.json"),
@@ -504,6 +507,7 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float) -> 
                     if evaluated:
                         final = _run_eval(eval_step, state["params"], run.dataset, config,
                                           run.mesh, "valid", t.eval_batches)
+                        final.update(task_eval(state["params"]) if task_eval else {})
                         record.update({f"eval_{k}": v for k, v in final.items()})
                     history.append(record)
                     metrics_log.write(record)
@@ -545,6 +549,7 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float) -> 
     if final is None:  # resumed at the end: evaluate the restored state
         final = _run_eval(eval_step, state["params"], run.dataset, config, run.mesh, "valid",
                           t.eval_batches)
+        final.update(task_eval(state["params"]) if task_eval else {})
     sample = ""
     if t.sample_tokens and jax.process_count() == 1:
         sample = sample_text(run, state["params"], prompt=t.sample_prompt,
