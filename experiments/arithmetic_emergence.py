@@ -1,15 +1,18 @@
-"""Emergence: 2-digit addition, learned from scratch in a mixed corpus of synthetic tasks.
+"""Emergence: single-digit addition, learned from scratch in a mixed corpus of synthetic tasks.
 
     lm run experiments/arithmetic_emergence.py --rung=r0      # ~1 min on a 2-core CPU
+    (the archived records ran with LM_CPU_DEVICES=1 on a heavily shared machine)
     lm archive rerun <id of the not_yet record> --rung=next
 
-The corpus mixes solved examples of three tasks (lm/evals/tasks.py; data.source="tasks"):
-2-digit addition ("47+85=132"), copying ("fbad|fbad") and modular arithmetic; each document
-holds 16 examples of one task. At every eval the trainer runs the addition task (64 held-out
-examples, two solved demonstrations before each prompt, greedy generation) and logs exact
-match beside the answer's negative log-likelihood (eval_task/addition_2/...).
+The corpus mixes solved examples of two tasks (lm/evals/tasks.py; data.source="tasks"):
+addition ("7+8=15") and copying ("fba|fba"); each document holds 16 examples of one task.
+At every eval the trainer runs the addition task (64 prompts from the eval stream, two solved
+demonstrations before each, greedy generation) and logs exact match beside the answer's
+negative log-likelihood (eval_task/addition_1/...). There are only 100 single-digit sums and
+the training text holds them all, so this measures learning the table in the task's format,
+not generalisation to unseen sums.
 
-Exact match needs all three answer digits (and the stop) right, so it stays near zero while
+Exact match needs every answer digit and the stop right, so it stays low while
 the answer NLL already falls, then rises steeply: the small rungs miss (not_yet), and the
 archive's trend of the answer NLL against compute (the continuous surrogate of a task
 criterion) predicts the rung that passes, before it runs.
@@ -35,10 +38,10 @@ def get_config(arg=None):
                     "NLL trend predicts the compute at which exact match reaches 0.9."),
         metric="task:addition_1/exact_match", comparator=">=", threshold=0.9, split="valid")
     c.experiment.ladder = ladder(
-        r0={"model.d_model": 32, "train.steps": 150},
-        r1={"model.d_model": 48, "train.steps": 300},
-        r2={"model.d_model": 64, "train.steps": 600},
-        r3={"model.d_model": 64, "train.steps": 1200},
-        r4={"model.d_model": 96, "train.steps": 2400},
+        r0={"model.d_model": 32, "train.steps": 200, "train.eval_every": 50},
+        r1={"model.d_model": 48, "train.steps": 400, "train.eval_every": 100},
+        r2={"model.d_model": 64, "train.steps": 800, "train.eval_every": 200},
+        r3={"model.d_model": 64, "train.steps": 2000, "train.eval_every": 250},
+        r4={"model.d_model": 96, "train.steps": 3000, "train.eval_every": 300},
     )
     return apply_rung(c, arg)

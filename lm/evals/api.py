@@ -106,9 +106,7 @@ class Evaluator:
         unit = math.lcm(sharding.batch_axis_size(mesh), jax.process_count())
         self.batch_size = max(unit, -(-int(batch_size) // unit) * unit)
         self._score = self._make_score()
-        eos = getattr(tokenizer, "eos_id", None)
-        newline = tokenizer.encode("\n") if eos is None else []
-        self.prefix_token = int(eos if eos is not None else (newline[-1] if len(newline) else 0))
+        self.prefix_token = _prefix_token(tokenizer)
 
     # ------------------------------------------------------------------ construction
 
@@ -292,6 +290,18 @@ class Evaluator:
                     text = self.decode(g.tokens[j, :g.lengths[j]])
                     out[i] = _cut(text, plans[i][1])
         return out
+
+
+def _prefix_token(tokenizer) -> int:
+    """What an empty context starts from: EOS, else the newline token, else id 0."""
+    eos = getattr(tokenizer, "eos_id", None)
+    if eos is not None:
+        return int(eos)
+    try:
+        newline = tokenizer.encode("\n")
+    except ValueError:  # a character vocabulary without a newline
+        newline = []
+    return int(newline[-1]) if len(newline) else 0
 
 
 def _cut(text: str, until) -> str:
