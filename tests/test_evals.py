@@ -70,6 +70,21 @@ def test_loglikelihood_equals_forward_pass(random_ev):
     assert ev.encode_pair("hello ", "world") == (ev.encode("hello"), ev.encode(" world"))
 
 
+def test_encoder_decoder_scores_in_the_prefix_lm_convention():
+    tok = CharTokenizer(ALPHABET)
+    cfg = ModelConfig(kind="encoder_decoder", vocab_size=tok.vocab_size, max_len=16, d_model=16,
+                      num_layers=1, num_heads=2)
+    model = models.build_model(cfg)
+    z = jnp.zeros((1, 4), jnp.int32)
+    params = meta.unbox(model.init(jax.random.PRNGKey(2), z, z)["params"])
+    ev = Evaluator(model, params, tok, batch_size=2)
+    (ll, _), = ev.loglikelihood([("12+30=", "42")])
+    ctx, cont = ev.encode("12+30="), ev.encode("42")
+    logits = model.apply({"params": params}, jnp.asarray([ctx[:-1]]), jnp.asarray([ctx[-1:] + cont[:-1]]))
+    logp = np.asarray(jax.nn.log_softmax(logits[0], axis=-1))
+    assert ll == pytest.approx(float(logp[0, cont[0]] + logp[1, cont[1]]), abs=1e-4)
+
+
 def test_greedy_continuation_is_greedy(random_ev):
     ev, _, _ = random_ev
     text = ev.generate_until([("abc", {"max_gen_toks": 5})])[0]

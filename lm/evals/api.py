@@ -151,9 +151,13 @@ class Evaluator:
     def _make_score(self):
         model, enc_dec = self.model, self.cfg.kind != "decoder"
 
-        def score(params, src, inputs, targets):
+        def score(params, src, src_seg, inputs, targets):
             variables = {"params": params}
-            logits = model.apply(variables, src, inputs) if enc_dec else model.apply(variables, inputs)
+            if enc_dec:  # the encoder is bidirectional: segment ids keep it off the padding
+                logits = model.apply(variables, src, inputs, src_segment_ids=src_seg,
+                                     tgt_segment_ids=jnp.ones_like(inputs))
+            else:
+                logits = model.apply(variables, inputs)
             logits = logits.astype(jnp.float32)
             logp = jax.nn.log_softmax(logits, axis=-1)
             target_logp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
@@ -161,7 +165,7 @@ class Evaluator:
 
         param_shardings = jax.tree.map(lambda x: x.sharding, self.params)
         rows = sharding.batch_sharding(self.mesh)
-        return jax.jit(score, in_shardings=(param_shardings, rows, rows, rows),
+        return jax.jit(score, in_shardings=(param_shardings, rows, rows, rows, rows),
                        out_shardings=sharding.replicated(self.mesh))
 
     def _row(self, ctx: list[int], cont: list[int], strict: bool):
@@ -199,15 +203,16 @@ class Evaluator:
                 chunk = order[start:start + B]
                 L = _bucket(max(len(rows[i][1]) for i in chunk), self.max_len)
                 S = _bucket(max(len(rows[i][0]) for i in chunk), self.max_len) if self.cfg.kind != "decoder" else 1
-                arrays = np.zeros((3, B, max(L, S)), np.int32)
-                src, inputs, targets = arrays[0, :, :S], arrays[1, :, :L], arrays[2, :, :L]
+                arrays = {"src": np.zeros((B, S), np.int32), "src_seg": np.zeros((B, S), np.int32),
+                          "inputs": np.zeros((B, L), np.int32), "targets": np.zeros((B, L), np.int32)}
                 for j, i in enumerate(chunk):
                     s, x, y, _, _ = rows[i]
-                    src[j, :len(s)], inputs[j, :len(x)], targets[j, :len(y)] = s, x, y
-                local = {k: np.ascontiguousarray(v[pi * B // pc:(pi + 1) * B // pc])
-                         for k, v in (("src", src), ("inputs", inputs), ("targets", targets))}
+                    arrays["src"][j, :len(s)], arrays["src_seg"][j, :len(s)] = s, 1
+                    arrays["inputs"][j, :len(x)], arrays["targets"][j, :len(y)] = x, y
+                local = {k: v[pi * B // pc:(pi + 1) * B // pc] for k, v in arrays.items()}
                 g = sharding.global_batch(local, self.mesh)
-                logp, greedy = jax.device_get(self._score(self.params, g["src"], g["inputs"], g["targets"]))
+                logp, greedy = jax.device_get(self._score(self.params, g["src"], g["src_seg"],
+                                                          g["inputs"], g["targets"]))
                 for j, i in enumerate(chunk):
                     _, _, y, n, cut = rows[i]
                     end = len(y)
