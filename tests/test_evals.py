@@ -66,6 +66,13 @@ def test_loglikelihood_equals_forward_pass(random_ev):
         assert greedy == want_greedy
     # the same request alone gives the same number as inside a batch
     assert ev.loglikelihood([reqs[1]])[0][0] == pytest.approx(got[1][0], abs=1e-5)
+    if jax.device_count() >= 2:  # rows split over a data-parallel mesh, as in the trainer's eval
+        from lm import sharding
+
+        mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+        sharded = Evaluator(model, jax.device_put(params, sharding.replicated(mesh)), ev.tokenizer,
+                            batch_size=4, mesh=mesh)
+        assert np.allclose([ll for ll, _ in sharded.loglikelihood(reqs)], [ll for ll, _ in got], atol=1e-5)
     # trailing spaces of the context move to the continuation (the harness's rule)
     assert ev.encode_pair("hello ", "world") == (ev.encode("hello"), ev.encode(" world"))
 
@@ -223,6 +230,15 @@ def test_unknown_task_lists_the_known_ones():
         tasks.get_task("sparse_parity_4_9")
     with pytest.raises(ValueError, match="at most 1 parameter"):
         tasks.get_task("copy_3_4")
+    from lm.evals import criteria
+
+    assert criteria.history_key("task:addition_3/exact_match") == "eval_task/addition_3/exact_match"
+    assert criteria.surrogate_key("task:addition_3/exact_match") == "task/addition_3/answer_nll"
+    assert criteria.surrogate_key("accuracy") == "loss" and criteria.final_key("loss") == "loss"
+    with pytest.raises(ValueError, match="write the task's full name, task:addition_3/exact_match"):
+        criteria.parse("task:addition/exact_match")
+    with pytest.raises(ValueError, match="metric one of"):
+        criteria.parse("task:addition_3/f1")
 
 
 def test_metrics_by_hand():

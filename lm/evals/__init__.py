@@ -5,6 +5,7 @@
     lm/evals/metrics.py  exact match / accuracy and the continuous metrics beside them
     lm/evals/runner.py   run tasks on an Evaluator
     lm/evals/criteria.py `task:<task>/<metric>` experiment criteria -> record keys
+    lm/evals/hook.py     the trainer's hook: config.evals.tasks at every eval
     lm/evals/harness.py  lm-evaluation-harness adapter (optional extra `eval`)
 
 Layering: api/runner need the model, sampling and sharding (not the trainer; the trainer's

@@ -26,7 +26,11 @@ def parse(metric: str) -> tuple[str, str]:
     if not sep or not task or name not in metrics_lib.METRICS:
         raise ValueError(f"experiment.metric {metric!r}: a task criterion reads "
                          f"task:<task>/<metric> with metric one of {metrics_lib.METRICS}")
-    return tasks_lib.get_task(task).name, name
+    canonical = tasks_lib.get_task(task).name
+    if canonical != task:  # one spelling: the history keys and the scaling fits read this name
+        raise ValueError(f"experiment.metric {metric!r}: write the task's full name, "
+                         f"task:{canonical}/{name}")
+    return canonical, name
 
 
 def final_key(metric: str) -> str:
