@@ -44,6 +44,6 @@ def get_config(arg=None):
         r1={"model.d_model": 48, "train.steps": 400, "train.eval_every": 100},
         r2={"model.d_model": 64, "train.steps": 800, "train.eval_every": 200},
         r3={"model.d_model": 64, "train.steps": 2000, "train.eval_every": 250},
-        r4={"model.d_model": 96, "train.steps": 3000, "train.eval_every": 300},
+        r4={"model.d_model": 96, "train.steps": 2000, "train.eval_every": 250},
     )
     return apply_rung(c, arg)
