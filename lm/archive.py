@@ -33,6 +33,7 @@ import warnings
 import numpy as np
 
 from lm import scaling
+from lm.evals import criteria
 from lm.scaling import backtest as backtest_mod
 from lm.scaling import forecast
 from lm.scaling import records as scaling_records
@@ -194,7 +195,7 @@ def series_points(records: list[dict]) -> list[dict]:
 
 def eval_noise(record: dict) -> float:
     """Std of the last three evaluations of the criterion's metric in the run's history."""
-    key = "eval_" + record.get("criterion", {}).get("metric", "")
+    key = criteria.history_key(record.get("criterion", {}).get("metric", ""))
     vals = [h[key] for h in record.get("history", []) if _finite(h.get(key))]
     return float(np.std(vals[-3:])) if len(vals) >= 2 else 0.0
 

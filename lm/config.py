@@ -166,7 +166,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = dataclasses.asdict(ModelConfig())
 
     c.data = dict(
-        source="stdlib",  # stdlib | tinyshakespeare | enwik8 | files | hf | markov | copy
+        source="stdlib",  # stdlib | tinyshakespeare | enwik8 | files | hf | markov | copy | tasks
         path="",  # local file, directory or glob (files); local copy of a named corpus
         mixture="",  # files only: 'PATH@WEIGHT;PATH@WEIGHT' (instead of path): weighted train rows
         data_dir="",  # cache for downloads; '' means $LM_DATA_DIR or ~/.cache/lm
@@ -183,6 +183,7 @@ def base_config() -> ml_collections.ConfigDict:
         # Synthetic sources with an exact entropy rate / a known answer.
         markov_order=2, markov_vocab=8, markov_concentration=0.5, markov_seed=0,
         copy_vocab=16, copy_prefix_len=16,
+        tasks="",  # source=tasks: comma-separated lm/evals/tasks.py names mixed into one corpus
         train_tokens=1_000_000, eval_tokens=100_000,
     )
 
@@ -215,6 +216,14 @@ def base_config() -> ml_collections.ConfigDict:
     # Start from a pretrained model: hf:ORG/NAME, a Hugging Face model directory or an lm workdir
     # ('' = train from scratch). It fixes the architecture and tokenizer (lm/hf/pretrained.py).
     c.init_from = ""
+
+    # Task evaluations at every eval (lm/evals): history keys eval_task/<task>/<metric>.
+    c.evals = dict(
+        tasks="",  # comma-separated task names (lm/evals/tasks.py), e.g. "addition_3,copy_8"
+        num_examples=64,  # examples per task
+        num_fewshot=0,  # solved demonstrations before each prompt
+        seed=0,  # seeds the eval examples (the training corpus uses other streams)
+    )
 
     # Mesh axis sizes; one may be -1 to take the remaining devices.
     c.mesh = dict(data=-1, fsdp=1, tensor=1)

@@ -40,6 +40,7 @@ import ml_collections
 
 from lm import archive
 from lm import trackers
+from lm.evals import criteria
 from lm.scaling import forecast
 from lm.scaling import records as scaling_records
 from lm.config import ConfigError, config_hash, set_dotted
@@ -193,8 +194,14 @@ def validate(config, path: str = "experiment") -> None:
     e = config.experiment
     if not e.name:
         raise ConfigError(f"{path}: experiment.name is empty")
-    if e.metric not in METRICS:
-        raise ConfigError(f"{path}: experiment.metric {e.metric!r} is not one of {METRICS}")
+    if criteria.is_task_metric(e.metric):
+        try:
+            criteria.check_experiment(config)
+        except ValueError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    elif e.metric not in METRICS:
+        raise ConfigError(f"{path}: experiment.metric {e.metric!r} is not one of {METRICS} "
+                          "or task:<task>/<metric>")
     if e.comparator not in archive.COMPARATORS:
         raise ConfigError(f"{path}: experiment.comparator {e.comparator!r} is not one of "
                           f"{tuple(archive.COMPARATORS)}")
@@ -447,7 +454,8 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
         train_flops=float(fpt) * float(tokens) if fpt and tokens else None,
         wall_time=summary.get("wall_time", time.time() - start), steps=summary.get("step"),
         history=summary.get("history", []), final=final, sample=summary.get("sample"),
-        metric_value=_num(final.get(e.metric)), surrogate_value=_num(final.get("loss")),
+        metric_value=_num(final.get(criteria.final_key(e.metric))),
+        surrogate_value=_num(final.get(criteria.surrogate_key(e.metric))),
     )
     # N, D and the schedule, what a scaling fit needs (lm/scaling/records.py).
     record.update(scaling_records.record_fields(config, summary, record["vocab_size"]))

@@ -447,6 +447,9 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float, mir
     from lm import models
 
     config, t = run.config, run.config.train
+    from lm.evals import hook as evals_hook  # config.evals.tasks at every eval (None if empty)
+
+    task_eval = evals_hook.maybe(run)
     main = jax.process_index() == 0
     if main:
         atomic_write(os.path.join(workdir, "config.json"),
@@ -511,6 +514,7 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float, mir
                     if evaluated:
                         final = _run_eval(eval_step, state["params"], run.dataset, config,
                                           run.mesh, "valid", t.eval_batches)
+                        final.update(task_eval(state["params"]) if task_eval else {})
                         record.update({f"eval_{k}": v for k, v in final.items()})
                     history.append(record)
                     metrics_log.write(record)
@@ -554,6 +558,7 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float, mir
     if final is None:  # resumed at the end: evaluate the restored state
         final = _run_eval(eval_step, state["params"], run.dataset, config, run.mesh, "valid",
                           t.eval_batches)
+        final.update(task_eval(state["params"]) if task_eval else {})
     sample = ""
     if t.sample_tokens and jax.process_count() == 1:
         sample = sample_text(run, state["params"], prompt=t.sample_prompt,

@@ -1,8 +1,14 @@
 """`lm eval --workdir=DIR [--split=valid|test] [--checkpoint=STEP] [--max_batches=N] [--baselines]`
+`lm eval --workdir=DIR --tasks=addition_3,copy_8 [--num_fewshot=K] [--limit=N] [--seed=S]`
+`lm eval --workdir=DIR --harness_tasks=NAME[,NAME] [--include_path=DIR] [--num_fewshot=K] [--limit=N]`
 
 Evaluates a trained workdir on a split and prints one JSON object: loss (nats/token),
 bits_per_byte, perplexity, tokens and bytes evaluated (plus the n-gram and compressor
 baselines on the same split with --baselines). Works for both model kinds.
+
+With --tasks (built-in synthetic tasks, lm/evals/tasks.py) or --harness_tasks
+(lm-evaluation-harness tasks, needs the `eval` extra) it prints the task results instead:
+{"workdir", "checkpoint", "tasks": {task: {metric: value}}} / "harness": the harness's results.
 """
 
 import json
@@ -17,13 +23,44 @@ _CHECKPOINT = flags.DEFINE_integer("checkpoint", None, "Checkpoint step; default
 _MAX_BATCHES = flags.DEFINE_integer("max_batches", 0, "Evaluate at most N batches (0: the whole split).")
 _BASELINES = flags.DEFINE_bool("baselines", False, "Add n-gram and compressor baselines.")
 _ORDERS = flags.DEFINE_string("orders", "0..8", "n-gram orders for --baselines.")
+_TASKS = flags.DEFINE_string("tasks", "", "Comma-separated built-in tasks, e.g. addition_3,copy_8.")
+_HARNESS = flags.DEFINE_string("harness_tasks", "", "Comma-separated lm-evaluation-harness tasks.")
+_INCLUDE = flags.DEFINE_string("include_path", "", "Directory of extra harness task YAMLs.")
+_FEWSHOT = flags.DEFINE_integer("num_fewshot", 0, "Solved demonstrations before each prompt.")
+_LIMIT = flags.DEFINE_integer("limit", 64, "Examples per task (harness: at most this many; 0 all).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the built-in tasks' examples.")
+
+
+def _tasks(step):
+    from lm.evals import runner, tasks
+    from lm.evals.api import Evaluator
+
+    if _LIMIT.value < 1:
+        raise ValueError(f"--limit={_LIMIT.value}: built-in tasks need at least 1 example")
+    ev = Evaluator.from_workdir(_WORKDIR.value, step=step)
+    return runner.run_tasks(ev, _TASKS.value, num_examples=_LIMIT.value, num_fewshot=_FEWSHOT.value,
+                            seed=_SEED.value), ev.step
 
 
 @one_line_errors("eval")
 def main(argv):
     from lm import checkpoint, trainer
+    from lm.evals import tasks
 
+    tasks.parse_tasks(_TASKS.value)  # a clear error before touching the workdir
     checkpoint.checkpoint_step(_WORKDIR.value, _CHECKPOINT.value)  # a clear error if none
+    if _TASKS.value or _HARNESS.value:
+        out = {"workdir": _WORKDIR.value, "checkpoint": None, "num_fewshot": _FEWSHOT.value}
+        if _TASKS.value:
+            out["tasks"], out["checkpoint"] = _tasks(_CHECKPOINT.value)
+        if _HARNESS.value:
+            from lm.evals import harness
+
+            out["harness"] = harness.run(_WORKDIR.value, _HARNESS.value, step=_CHECKPOINT.value,
+                                         include_path=_INCLUDE.value or None,
+                                         num_fewshot=_FEWSHOT.value, limit=_LIMIT.value or None)
+        print(json.dumps(out, default=str))
+        return
     run, state = trainer.load_run(_WORKDIR.value, step=_CHECKPOINT.value)  # None: newest good
     config, model, params, dataset = run.config, run.model, state["params"], run.dataset
     step = run.restored_step

@@ -10,7 +10,7 @@ from lm.config import ConfigError
 from lm.data import batches, prepare, sources, synthetic
 from lm.data.tokenizers import TOKENIZERS, SymbolTokenizer, Tokenizer
 
-SOURCES = ("stdlib", "tinyshakespeare", "enwik8", "files", "hf", "markov", "copy")
+SOURCES = ("stdlib", "tinyshakespeare", "enwik8", "files", "hf", "markov", "copy", "tasks")
 
 
 class Dataset:

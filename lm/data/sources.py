@@ -608,8 +608,27 @@ def _named(cfg, strict: bool) -> Source:
     return Source.from_docs("stdlib", identity, lambda: load_stdlib(cfg, strict))
 
 
+def load_tasks(cfg, strict: bool = True) -> dict:
+    """Text of the synthetic tasks named in data.tasks (lm/evals/tasks.py): solved examples,
+    about train_tokens / eval_tokens characters, from streams the evals never draw from."""
+    from lm.evals import tasks  # numpy-only generators
+
+    return {split: tasks.corpus(cfg.tasks, int(n), split=split)
+            for split, n in (("train", cfg.train_tokens), ("valid", cfg.eval_tokens))}
+
+
+def open_tasks(cfg) -> Source:
+    from lm.evals import tasks
+
+    identity = {"kind": "tasks", "tasks": tasks.parse_tasks(cfg.tasks), "version": tasks.CORPUS_VERSION,
+                "chars": [int(cfg.train_tokens), int(cfg.eval_tokens)]}
+    return Source.from_docs("tasks", identity, lambda: load_tasks(cfg))
+
+
 def open_source(cfg, strict: bool) -> Source:
     """The text source named by cfg.source as streams; strict: invalid UTF-8 is an error."""
+    if cfg.source == "tasks":
+        return open_tasks(cfg)
     if cfg.source == "hf":
         return open_hf(cfg)
     if cfg.source == "files":

@@ -1,0 +1,316 @@
+"""The evaluation API: lm-evaluation-harness's three request types over any lm model.
+
+    ev = Evaluator.from_workdir("runs/x")                  # or Evaluator(model, params, tokenizer)
+    ev.loglikelihood([("12+30=", "42")])                   # [(sum log p(cont | ctx), is_greedy)]
+    ev.loglikelihood_rolling(["a whole document"])         # [sum log p(text)]
+    ev.generate_until([("12+30=", {"until": ["\\n"], "max_gen_toks": 4})])   # ["42"]
+
+Log-probabilities are natural logs (nats). `is_greedy` is True when every continuation token is
+the argmax given the context and the continuation before it (teacher forcing), i.e. greedy
+decoding would produce exactly the continuation.
+
+Scoring runs as one jitted forward pass per batch, sharded like the trainer's eval: rows split
+over the mesh's data and fsdp axes, parameters where they already are. Requests are sorted by
+length (longest first) and padded to a few fixed shapes (the batch size, and the length
+rounded up to a power of two capped at the context), so a whole task compiles once or twice.
+
+Context limit (model.max_len = T). loglikelihood: context + continuation is cut from the left
+to T + 1 tokens, as the harness does; with strict=True (the default of the direct API) a
+request that needs cutting is an error instead; a continuation longer than T is always an
+error. generate_until: a prompt longer than T is an error (strict) or cut from the left to
+T - max_gen_toks tokens (the harness's rule; strict=False); generation stops at the context.
+loglikelihood_rolling cuts the text into the harness's disjoint windows of T tokens (each
+window after the first is predicted from the `context_len` tokens before it).
+
+Model kinds: decoder-only, and encoder-decoder in the prefix-LM convention of training and
+sampling (the encoder reads context[:-1], the decoder starts from context[-1]).
+
+Tokenization follows the harness: context + continuation are encoded whole and the continuation
+is the tail after the context's tokens (so a subword tokenizer sees the join), and trailing
+spaces of the context move to the continuation. An empty context is replaced by one prefix
+token: the tokenizer's EOS, else the last token of "\\n".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.core import meta
+
+from lm import sampling, sharding
+
+MIN_BUCKET = 16
+
+
+@dataclasses.dataclass
+class Scored:
+    """Per-token results of one (context, continuation) request."""
+
+    logprobs: np.ndarray  # [n] log p(token) of each continuation token
+    greedy: np.ndarray  # [n] bool: the token is the argmax
+    truncated: int  # context tokens cut from the left to fit the context window
+
+    @property
+    def total(self) -> float:
+        return float(np.sum(self.logprobs, dtype=np.float64))
+
+    @property
+    def is_greedy(self) -> bool:
+        return bool(np.all(self.greedy))
+
+
+def _bucket(n: int, cap: int) -> int:
+    return min(cap, max(MIN_BUCKET, 1 << max(0, n - 1).bit_length()))
+
+
+def rolling_windows(tokens: Sequence[int], prefix_token: int, max_len: int, context_len: int = 1):
+    """(context, continuation) token pairs covering `tokens` once: the harness's
+    get_rolling_token_windows followed by make_disjoint_window."""
+    if not 1 <= context_len <= max_len:
+        raise ValueError(f"context_len must be in [1, max_len={max_len}], got {context_len}")
+    tokens = list(tokens)
+    if not tokens:
+        return []
+    pred_len = max_len - context_len + 1
+    first = min(max_len, len(tokens))
+    windows = [([prefix_token] + tokens[:first - 1], tokens[:first])]
+    done = first
+    while done < len(tokens):
+        n = min(len(tokens) - done, pred_len)
+        end = done + n
+        windows.append((tokens[max(0, end - max_len - 1):end - 1], tokens[end - n:end]))
+        done = end
+    return [(ctx[:len(ctx) - (len(cont) - 1)], cont) for ctx, cont in windows]
+
+
+class Evaluator:
+    """loglikelihood / loglikelihood_rolling / generate_until for one model and its tokenizer."""
+
+    def __init__(self, model, params, tokenizer, *, batch_size: int = 16, mesh=None):
+        self.model, self.tokenizer, self.step = model, tokenizer, None
+        self.cfg = model.cfg
+        self.max_len = int(self.cfg.max_len)
+        params = meta.unbox(params)
+        if mesh is None:
+            leaf = jax.tree.leaves(params)[0]
+            mesh = getattr(getattr(leaf, "sharding", None), "mesh", None)
+        if not isinstance(mesh, jax.sharding.Mesh):  # plain arrays: one device, as trainer.evaluate
+            mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})
+            params = jax.device_put(params, sharding.replicated(mesh))
+        self.mesh, self.params = mesh, params
+        unit = math.lcm(sharding.batch_axis_size(mesh), jax.process_count())
+        self.batch_size = max(unit, -(-int(batch_size) // unit) * unit)
+        self._score = self._make_score()
+        self.prefix_token = _prefix_token(tokenizer)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_run(cls, run, params, *, batch_size: int | None = None):
+        """From a trainer Run (lm.trainer.setup / load_run) and its params."""
+        micro = run.config.train.batch_size // max(run.config.train.grad_accum, 1)
+        return cls(run.model, params, run.dataset.tokenizer, batch_size=batch_size or micro,
+                   mesh=run.mesh)
+
+    @classmethod
+    def from_workdir(cls, workdir: str, *, step: int | None = None, batch_size: int | None = None):
+        """From a trained workdir (newest checkpoint by default)."""
+        from lm import trainer  # lazily: the trainer's eval hook imports this module
+
+        run, state = trainer.load_run(workdir, step=step)
+        ev = cls.from_run(run, state["params"], batch_size=batch_size)
+        ev.step = getattr(run, "restored_step", step)  # the checkpoint actually loaded
+        return ev
+
+    # ------------------------------------------------------------------ tokens
+
+    def encode(self, text: str) -> list[int]:
+        return [int(i) for i in self.tokenizer.encode(text)]
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(np.asarray(ids, np.int32))
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Token ids of (context, continuation), split as the harness splits them."""
+        n_spaces = len(context) - len(context.rstrip(" "))
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        whole = self.encode(context + continuation)
+        ctx = self.encode(context)
+        if whole[:len(ctx)] != ctx:  # a merge across the join: fall back to separate encodings
+            return ctx or [self.prefix_token], self.encode(continuation)
+        return ctx or [self.prefix_token], whole[len(ctx):]
+
+    # ------------------------------------------------------------------ scoring
+
+    def _make_score(self):
+        model, enc_dec = self.model, self.cfg.kind != "decoder"
+
+        def score(params, src, src_seg, inputs, targets):
+            variables = {"params": params}
+            if enc_dec:  # the encoder is bidirectional: segment ids keep it off the padding
+                logits = model.apply(variables, src, inputs, src_segment_ids=src_seg,
+                                     tgt_segment_ids=jnp.ones_like(inputs))
+            else:
+                logits = model.apply(variables, inputs)
+            logits = logits.astype(jnp.float32)
+            logp = jax.nn.log_softmax(logits, axis=-1)
+            target_logp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+            return target_logp, jnp.argmax(logits, axis=-1) == targets
+
+        param_shardings = jax.tree.map(lambda x: x.sharding, self.params)
+        rows = sharding.batch_sharding(self.mesh)
+        return jax.jit(score, in_shardings=(param_shardings, rows, rows, rows, rows),
+                       out_shardings=sharding.replicated(self.mesh))
+
+    def _row(self, ctx: list[int], cont: list[int], strict: bool):
+        """(src, inputs, targets, n, truncated) of one request: the last n targets are scored."""
+        T = self.max_len
+        if not cont:
+            raise ValueError("a loglikelihood request has an empty continuation")
+        if len(cont) > T:
+            raise ValueError(f"the continuation has {len(cont)} tokens, more than the model's "
+                             f"context max_len={T}")
+        if self.cfg.kind == "decoder":
+            full = ctx + cont
+            cut = max(0, len(full) - (T + 1))
+            if cut and strict:
+                raise ValueError(f"the prompt has {len(ctx)} tokens; with the {len(cont)}-token "
+                                 f"continuation it is longer than the model's context max_len={T}")
+            full = full[cut:]
+            return [], full[:-1], full[1:], len(cont), cut
+        src, start = (ctx[:-1] or ctx), ctx[-1]
+        cut = max(0, len(src) - T)
+        if cut and strict:
+            raise ValueError(f"the prompt (source) has {len(src)} tokens, more than the model's "
+                             f"context max_len={T}")
+        return src[cut:], [start] + cont[:-1], cont, len(cont), cut
+
+    def score_tokens(self, requests: Sequence[tuple[list[int], list[int]]], *,
+                     strict: bool = True) -> list[Scored]:
+        """Per-token log-probabilities of each (context ids, continuation ids) request."""
+        rows = [self._row(list(c), list(x), strict) for c, x in requests]
+        order = sorted(range(len(rows)), key=lambda i: -(len(rows[i][1]) + len(rows[i][0])))
+        out: list[Scored | None] = [None] * len(rows)
+        B, pc, pi = self.batch_size, jax.process_count(), jax.process_index()
+        with sharding.activate(self.mesh):
+            for start in range(0, len(order), B):
+                chunk = order[start:start + B]
+                L = _bucket(max(len(rows[i][1]) for i in chunk), self.max_len)
+                S = _bucket(max(len(rows[i][0]) for i in chunk), self.max_len) if self.cfg.kind != "decoder" else 1
+                arrays = {"src": np.zeros((B, S), np.int32), "src_seg": np.zeros((B, S), np.int32),
+                          "inputs": np.zeros((B, L), np.int32), "targets": np.zeros((B, L), np.int32)}
+                for j, i in enumerate(chunk):
+                    s, x, y, _, _ = rows[i]
+                    arrays["src"][j, :len(s)], arrays["src_seg"][j, :len(s)] = s, 1
+                    arrays["inputs"][j, :len(x)], arrays["targets"][j, :len(y)] = x, y
+                local = {k: v[pi * B // pc:(pi + 1) * B // pc] for k, v in arrays.items()}
+                g = sharding.global_batch(local, self.mesh)
+                logp, greedy = jax.device_get(self._score(self.params, g["src"], g["src_seg"],
+                                                          g["inputs"], g["targets"]))
+                for j, i in enumerate(chunk):
+                    _, _, y, n, cut = rows[i]
+                    end = len(y)
+                    out[i] = Scored(np.asarray(logp[j, end - n:end]), np.asarray(greedy[j, end - n:end]), cut)
+        return out
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]], *, strict: bool = True):
+        """[(sum log p(continuation | context), is_greedy)] for (context, continuation) strings."""
+        scored = self.score_tokens([self.encode_pair(c, x) for c, x in requests], strict=strict)
+        return [(s.total, s.is_greedy) for s in scored]
+
+    def loglikelihood_rolling(self, texts: Sequence[str], *, context_len: int = 1) -> list[float]:
+        """[sum log p(text)] of whole texts, scored in the harness's disjoint windows."""
+        windows, owner = [], []
+        for k, text in enumerate(texts):
+            ws = rolling_windows(self.encode(text), self.prefix_token, self.max_len, context_len)
+            windows += ws
+            owner += [k] * len(ws)
+        totals = [0.0] * len(texts)
+        for k, s in zip(owner, self.score_tokens(windows, strict=True)):
+            totals[k] += s.total
+        return totals
+
+    # ------------------------------------------------------------------ generation
+
+    def _settings(self, kwargs: dict) -> tuple:
+        kwargs = dict(kwargs or {})
+        until = kwargs.pop("until", None) or []
+        until = [until] if isinstance(until, str) else list(until)
+        max_gen = int(kwargs.pop("max_gen_toks", kwargs.pop("max_new_tokens", 32)))
+        do_sample = kwargs.pop("do_sample", None)
+        temperature = float(kwargs.pop("temperature", 0.0) or 0.0)
+        if do_sample is False:
+            temperature = 0.0
+        top_k = int(kwargs.pop("top_k", 0) or 0)
+        top_p = float(kwargs.pop("top_p", 1.0) or 1.0)
+        seed = int(kwargs.pop("seed", 0) or 0)
+        if kwargs:
+            raise ValueError(f"generate_until: unknown generation setting(s) {sorted(kwargs)}; known: "
+                             "until, max_gen_toks, do_sample, temperature, top_k, top_p, seed")
+        return tuple(until), max_gen, temperature, top_k, top_p, seed
+
+    def _stop_token(self, until) -> int | None:
+        """A stop string that is one token ends generation on the device (as an EOS id)."""
+        for s in until:
+            ids = self.encode(s) if s else []
+            if len(ids) == 1:
+                return ids[0]
+        return getattr(self.tokenizer, "eos_id", None)
+
+    def generate_until(self, requests: Sequence[tuple[str, dict]], *, strict: bool = True) -> list[str]:
+        """Greedy (or sampled) continuations of each context, cut before the first stop string."""
+        plans = []
+        for context, kwargs in requests:
+            until, max_gen, temperature, top_k, top_p, seed = self._settings(kwargs)
+            ids = self.encode(context) or [self.prefix_token]
+            limit = self.max_len if self.cfg.kind == "decoder" else self.max_len + 1
+            if len(ids) > limit:
+                if strict:
+                    raise ValueError(f"the prompt has {len(ids)} tokens, more than the model's "
+                                     f"context max_len={self.max_len}")
+                ids = ids[-max(1, self.max_len - max_gen):]
+            sampling.check_request(self.model, np.asarray(ids), max_new_tokens=0,
+                                   temperature=temperature, top_k=top_k, top_p=top_p)
+            plans.append((ids, until, max_gen, (temperature, top_k, top_p, seed)))
+        groups: dict = {}
+        for i, (ids, until, max_gen, setting) in enumerate(plans):
+            groups.setdefault((len(ids), max_gen, self._stop_token(until), setting), []).append(i)
+        out = [""] * len(plans)
+        B = self.batch_size
+        for (_, max_gen, stop, (temperature, top_k, top_p, seed)), members in groups.items():
+            for start in range(0, len(members), B):
+                chunk = members[start:start + B]
+                prompts = np.asarray([plans[i][0] for i in chunk] + [plans[chunk[0]][0]] * (B - len(chunk)),
+                                     np.int32)  # a fixed batch: one program per prompt length
+                g = sampling.generate_full(self.model, self.params, prompts, max_new_tokens=max_gen,
+                                           temperature=temperature, top_k=top_k, top_p=top_p,
+                                           seed=seed, eos_id=stop)
+                for j, i in enumerate(chunk):
+                    text = self.decode(g.tokens[j, :g.lengths[j]])
+                    out[i] = _cut(text, plans[i][1])
+        return out
+
+
+def _prefix_token(tokenizer) -> int:
+    """What an empty context starts from: EOS, else the newline token, else id 0."""
+    eos = getattr(tokenizer, "eos_id", None)
+    if eos is not None:
+        return int(eos)
+    try:
+        newline = tokenizer.encode("\n")
+    except ValueError:  # a character vocabulary without a newline
+        newline = []
+    return int(newline[-1]) if len(newline) else 0
+
+
+def _cut(text: str, until) -> str:
+    for s in until:
+        if s and s in text:
+            text = text[:text.index(s)]
+    return text
