@@ -17,6 +17,10 @@ from lm.config import base_config
 from lm.experiment import apply_rung, ladder
 
 
+NANOGPT = {"model.init_scheme": "nanogpt", "train.decay_mask": "nanogpt",
+           "data.sampling": "random_windows", "train.eval_batches": 200}
+
+
 def get_config(arg=None):
     c = base_config()
     c.data.update(source="tinyshakespeare", tokenizer="char")
@@ -38,6 +42,10 @@ def get_config(arg=None):
               "train.steps": 300, "train.warmup_steps": 30},
         micro={"train.steps": 600, "train.warmup_steps": 60},
         baby={"train.steps": 2000},
+        # nanoGPT's baby run in every respect that matters: its init (positions N(0, 0.02)),
+        # its decay mask (every 2-D weight, embeddings included), random windows, and val loss
+        # estimated as nanoGPT's estimate_loss does (eval_iters=200 random batches of 12).
+        reproduce={"train.steps": 2000, **NANOGPT},
         gpu={"model.num_layers": 6, "model.num_heads": 6, "model.d_model": 384,
              "model.max_len": 256, "model.dropout": 0.2, "train.batch_size": 64,
              "train.steps": 5000, "train.eval_batches": 200, "train.eval_every": 500},

@@ -24,6 +24,7 @@ REMAT_POLICIES = ("none", "full", "dots")
 DTYPES = ("auto", "float32", "bfloat16")  # auto: bfloat16 on GPU / TPU, float32 on CPU
 ATTENTION_IMPLS = ("auto", "xla", "cudnn", "splash", "einsum")  # see lm.fast_attention
 MODEL_KINDS = ("decoder", "encoder_decoder")
+INIT_SCHEMES = ("default", "nanogpt")
 
 
 class ConfigError(ValueError):
@@ -80,6 +81,9 @@ class ModelConfig:
     remat: str = "none"  # none | full | dots
     dtype: str = "auto"  # compute dtype (lm.precision); parameters are always float32
     attention_impl: str = "auto"  # auto | xla | cudnn | splash | einsum (lm.fast_attention)
+    # default: normal(0.02), learned positions 0.01; nanogpt: positions 0.02 too (both scale
+    # residual projections by 1/sqrt(2 * layers), GPT-2 style). See lm.layers.init_std.
+    init_scheme: str = "default"
 
     def __post_init__(self):
         def need(ok, key, msg):
@@ -95,6 +99,8 @@ class ModelConfig:
         need(self.dtype in DTYPES, "dtype", f"{self.dtype!r} is not one of {DTYPES}")
         need(self.attention_impl in ATTENTION_IMPLS, "attention_impl",
              f"{self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
+        need(self.init_scheme in INIT_SCHEMES, "init_scheme",
+             f"{self.init_scheme!r} is not one of {INIT_SCHEMES}")
         for key in ("vocab_size", "max_len", "d_model", "num_layers", "num_heads"):
             need(getattr(self, key) > 0, key, f"must be positive, got {getattr(self, key)}")
         need(self.d_model % self.num_heads == 0 or self.head_dim > 0, "num_heads",
@@ -185,6 +191,10 @@ def base_config() -> ml_collections.ConfigDict:
         copy_vocab=16, copy_prefix_len=16,
         tasks="",  # source=tasks: comma-separated lm/evals/tasks.py names mixed into one corpus
         train_tokens=1_000_000, eval_tokens=100_000,
+        # packed_epochs: shuffled rows of each epoch, eval on the whole split in order;
+        # random_windows (nanoGPT): train rows start anywhere, uniformly; eval is
+        # train.eval_batches batches of fixed random windows (0 = the whole split in order).
+        sampling="packed_epochs",
     )
 
     c.train = dict(
@@ -198,6 +208,7 @@ def base_config() -> ml_collections.ConfigDict:
         min_lr_ratio=0.1,
         weight_decay=0.1,
         decay_embeddings=False,  # weight decay on embeddings, norms and biases too
+        decay_mask="matrices",  # matrices | nanogpt (every >=2-D param: + embeddings) | all
         b1=0.9, b2=0.99, eps=1e-8,
         grad_clip=1.0,
         z_loss=0.0,

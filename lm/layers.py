@@ -52,8 +52,9 @@ class PositionEmbed(nn.Module):
     @nn.compact
     def __call__(self, positions):
         """positions: contiguous start..start+T-1 ([T]); a slice of the table, not a gather."""
+        std = 0.02 if self.cfg.init_scheme == "nanogpt" else 0.01  # nanoGPT: wpe ~ N(0, 0.02)
         table = param(self, "embedding", (self.cfg.max_len, self.cfg.d_model), ("length", "embed"),
-                      std=0.01)
+                      std=std)
         if positions.shape[0] > self.cfg.max_len:
             raise ValueError(f"sequence length {positions.shape[0]} exceeds model.max_len="
                              f"{self.cfg.max_len} (learned positions)")

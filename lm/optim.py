@@ -34,24 +34,33 @@ def learning_rate_schedule(train_cfg) -> optax.Schedule:
     return optax.join_schedules([ramp, decay], [warmup])
 
 
-def decay_mask(params, logical_specs=None, *, decay_embeddings: bool = False):
-    """True where weight decay applies: the weight matrices of the blocks.
+DECAY_MASKS = ("matrices", "nanogpt", "all")
+
+
+def decay_mask(params, logical_specs=None, *, decay_embeddings: bool = False, kind: str = "matrices"):
+    """True where weight decay applies: the weight matrices of the blocks (kind 'matrices').
 
     With the params' logical PartitionSpecs a weight matrix is a param with an `embed` axis
     and at least one other named axis (a scanned stack's `layers` axis does not count): that
     excludes norm scales and biases, however many axes a fused bias has. Without specs:
     2+ axes and no 'bias' in the name. Embeddings (any path named *embed*, which includes an
     untied unembedding) are lookup tables and not decayed either, unless decay_embeddings
-    is set, which decays everything.
+    is set or kind is 'all', which decays everything. kind 'nanogpt' is nanoGPT's
+    configure_optimizers: every param of 2+ axes (matrices and embeddings), no norms or biases.
     """
-    if decay_embeddings:
+    if kind not in DECAY_MASKS:
+        raise ConfigError(f"train.decay_mask: {kind!r} is not one of {DECAY_MASKS}")
+    if decay_embeddings or kind == "all":
         return jax.tree.map(lambda _: True, params)
     if logical_specs is None:
         logical_specs = jax.tree.map(lambda _: None, params)
 
     def one(path, value, spec):
         names = [str(getattr(k, "key", getattr(k, "name", k))).lower() for k in path]
-        if any("embed" in n or n in ("wte", "wpe") for n in names):
+        embedding = any("embed" in n or n in ("wte", "wpe") for n in names)
+        if kind == "nanogpt" and embedding:
+            return value.ndim >= 2
+        if embedding:
             return False
         if spec is None or len(tuple(spec)) != value.ndim:
             return value.ndim >= 2 and not any("bias" in n for n in names)
@@ -63,7 +72,8 @@ def decay_mask(params, logical_specs=None, *, decay_embeddings: bool = False):
 
 def make_optimizer(train_cfg, params, logical_specs=None) -> optax.GradientTransformation:
     """Global-norm clipping, then AdamW (decoupled weight decay through the mask)."""
-    mask = decay_mask(params, logical_specs, decay_embeddings=bool(train_cfg.decay_embeddings))
+    mask = decay_mask(params, logical_specs, decay_embeddings=bool(train_cfg.decay_embeddings),
+                      kind=str(train_cfg.get("decay_mask", "matrices")))
     chain = []
     if train_cfg.grad_clip and train_cfg.grad_clip > 0:
         chain.append(optax.clip_by_global_norm(float(train_cfg.grad_clip)))

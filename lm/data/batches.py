@@ -11,6 +11,11 @@ Process p of P takes rows [p*b, (p+1)*b) of each global batch of B = P*b rows.
 
 Eval: rows start at 0, T, 2T, ... so each token after the first is a target exactly once; the
 last row and the last batch are padded (weights 0, segment id 0).
+
+Random windows (data.sampling=random_windows, nanoGPT's get_batch): global row g starts at
+hash(seed, stream, g) mod (n - T), uniform over every start a row of T+1 tokens fits at. A
+counter hash rather than a generator: any row is O(1) to make, so the iterator state is still
+{'step': n} and processes take disjoint slices of the same global batch.
 """
 
 from __future__ import annotations
@@ -61,6 +66,26 @@ def _feistel_permutation(n: int, keys):
         return y.astype(np.int64)
 
     return perm
+
+
+SAMPLINGS = ("packed_epochs", "random_windows")
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64 arrays (wrapping arithmetic): a bijective bit mixer."""
+    x = (x + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(0xFFFFFFFFFFFFFFFF)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def window_starts(rows: np.ndarray, seed: int, stream: int, num_starts: int) -> np.ndarray:
+    """Start of each global row: uniform in [0, num_starts), a pure function of (seed, stream, row).
+    (The modulo bias is below num_starts / 2^64.)"""
+    key = _splitmix64(np.array([(seed & 0xFFFFFFFF) << 32 | (stream & 0xFFFFFFFF)], np.uint64))
+    with np.errstate(over="ignore"):
+        mixed = _splitmix64(np.asarray(rows, np.uint64) ^ key)
+    return (mixed % np.uint64(num_starts)).astype(np.int64)
 
 
 class PackedSplit:
@@ -120,6 +145,10 @@ class PackedSplit:
             offset, perm = self._epoch(seed, epoch)
             starts[at] = offset + np.asarray(perm(within[at]), np.int64) * self.T
         return self._rows(starts)
+
+    def window_rows(self, rows: np.ndarray, seed: int, stream: int = 0) -> dict:
+        """Global row indices -> rows of T+1 tokens starting at uniform random offsets."""
+        return self._rows(window_starts(rows, seed, stream, self.num_tokens - self.T))
 
     def num_eval_rows(self) -> int:
         return -(-(self.num_tokens - 1) // self.T)

@@ -21,7 +21,11 @@ class Dataset:
     """
 
     def __init__(self, source: str, tokenizer: Tokenizer, seq_len: int, *, packed=None, docs=None,
-                 copy_task=None, copy_eval_rows=1, seed=0, entropy_rate=None, markov_table=None):
+                 copy_task=None, copy_eval_rows=1, seed=0, entropy_rate=None, markov_table=None,
+                 sampling="packed_epochs"):
+        if sampling not in batches.SAMPLINGS:
+            raise ConfigError(f"data.sampling={sampling!r} is not one of {batches.SAMPLINGS}")
+        self.sampling = sampling  # batches.SAMPLINGS; the copy task ignores it
         self.source = source
         self.tokenizer = tokenizer
         self.seq_len = seq_len
@@ -64,6 +68,11 @@ class Dataset:
         """Endless {'inputs','targets','weights','segment_ids'} batches of batch_size // process_count rows."""
         if self._copy:
             make = lambda rows, s: self._copy.rows(rows, s, 0)
+        elif self.sampling == "random_windows":
+            if not hasattr(self._packed["train"], "window_rows"):
+                raise ConfigError("data.sampling=random_windows: this source's train split (a "
+                                  "mixture?) has no random windows; use packed_epochs")
+            make = self._packed["train"].window_rows
         else:
             make = self._packed["train"].train_rows
         return batches.TrainIterator(make, batch_size, seed=seed, process_index=process_index,
@@ -71,11 +80,17 @@ class Dataset:
 
     def eval_batches(self, split: str, batch_size: int, *, max_batches: int = 0,
                      process_index: int = 0, process_count: int = 1):
-        """The whole split in order (max_batches > 0 truncates), the last batch padded."""
+        """The whole split in order (max_batches > 0 truncates), the last batch padded.
+
+        Random-window sampling with max_batches > 0: max_batches batches of random windows
+        (nanoGPT's estimate_loss), the same windows at every call whatever the run's seed."""
         self._check(split)
         if self._copy:
             stream = self.splits.index(split)
             num, make = self._copy_eval_rows, lambda rows: self._copy.rows(rows, self.seed, stream)
+        elif self.sampling == "random_windows" and max_batches > 0:
+            packed, stream = self._packed[split], 1 + self.splits.index(split)
+            num, make = max_batches * batch_size, lambda rows: packed.window_rows(rows, 0, stream)
         else:
             packed = self._packed[split]
             num, make = packed.num_eval_rows(), packed.eval_rows
@@ -122,7 +137,8 @@ def build_dataset(data_cfg, seq_len: int, *, workdir: str | None = None, seed: i
     else:
         source = sources.open_source(cfg, strict=cfg.tokenizer != "byte")
     tok, packed = prepare.prepare_text(cfg, source, seq_len, workdir=workdir, masking=masking)
-    return Dataset(cfg.source, tok, seq_len, packed=packed, docs=source, seed=seed)
+    return Dataset(cfg.source, tok, seq_len, packed=packed, docs=source, seed=seed,
+                   sampling=cfg.get("sampling", "packed_epochs"))
 
 
 def _symbols(vocab: int, workdir: str | None) -> Tokenizer:
@@ -145,4 +161,5 @@ def _markov(cfg, seq_len, seed, masking, workdir) -> Dataset:
         symbols, doc_ids = synthetic.markov_sample(table, order, int(n), rng)
         packed[name] = batches.PackedSplit(symbols, doc_ids, seq_len, masking, name=f"markov/{name}")
     return Dataset("markov", _symbols(vocab, workdir), seq_len, packed=packed, seed=seed,
-                   entropy_rate=synthetic.markov_entropy_rate(table), markov_table=table)
+                   entropy_rate=synthetic.markov_entropy_rate(table), markov_table=table,
+                   sampling=cfg.get("sampling", "packed_epochs"))
