@@ -18,6 +18,7 @@ Two families, both "a language model is a Markov model with smoothed transitions
 from __future__ import annotations
 
 import bz2
+import hashlib
 import json
 import lzma
 import math
@@ -363,3 +364,78 @@ def unigram_entropy(tokens, token_bytes=None) -> float:
     bits = -float((counts * np.log2(p)).sum())
     nbytes = tokens.size if token_bytes is None else float(np.asarray(token_bytes)[tokens].sum())
     return bits / nbytes if nbytes else math.nan
+
+
+# ----------------------------------------------------------------------------- beside results
+
+# Short names in records (TEAM.md): conditional compressors (given the train split, as the
+# models are), the same alone, and the best Kneser-Ney order as kn<k>.
+_SHORT = {"zlib-9": "gzip", "bz2-9": "bz2", "lzma-9e": "lzma"}
+
+
+def _dataset_key(dataset, split: str, orders) -> str:
+    """sha256 of everything a baseline depends on: tokens, token bytes and text of both splits."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"split": split, "orders": list(orders), "source": dataset.source}).encode())
+    h.update(np.asarray(dataset.tokenizer.token_bytes, np.float64).tobytes())
+    for name in ("train", split):
+        h.update(np.ascontiguousarray(dataset.tokens(name), np.int64).tobytes())
+        h.update(_split_text(dataset, name) or b"")
+    return h.hexdigest()[:16]
+
+
+def cached_baselines(config, *, split: str | None = None, workdir=None, orders=range(0, 9),
+                     dataset=None) -> dict:
+    """`run_baselines` of config's data, computed once per (dataset, split) and cached as JSON
+    under the data cache dir (data.data_dir / $LM_DATA_DIR / ~/.cache/lm) in baselines/."""
+    from lm import data as lm_data
+    from lm.data import sources
+
+    split = split or config.experiment.get("split", "valid") or "valid"
+    if dataset is None:
+        dataset = lm_data.build_dataset(config.data, int(config.model.max_len), workdir=workdir,
+                                        seed=int(config.seed))
+    key = _dataset_key(dataset, split, orders)
+    path = os.path.join(sources.data_dir(config.data), "baselines", f"{dataset.source}-{split}-{key}.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        pass
+    result = dataset_baselines(dataset, orders, split)
+    result["data"] = config.data.to_dict() if hasattr(config.data, "to_dict") else dict(config.data)
+    result["key"] = key
+    try:
+        write_json(result, path)
+    except OSError:  # a read-only cache still gives the numbers
+        pass
+    return result
+
+
+def record_baselines(result: dict) -> dict:
+    """{'split', 'bits_per_byte': {'lzma': .., 'gzip': .., 'bz2': .., 'lzma_alone': .., 'kn8': ..}}."""
+    bpb = {}
+    for r in result.get("compressors", []):
+        short = _SHORT.get(r["compressor"], r["compressor"])
+        bpb[short] = float(r["bits_per_byte"])
+        bpb[short + "_alone"] = float(r["unconditional_bits_per_byte"])
+    if result.get("ngram"):
+        best = best_ngram(result)
+        bpb[f"kn{best['order']}"] = float(best["bits_per_byte"])
+    return {"split": result["split"], "bits_per_byte": bpb}
+
+
+def beside_line(bits_per_byte: float, baselines: dict) -> str:
+    """'valid 2.94 bits/byte; same split: kn8 2.13, lzma|train 1.29, ... (best: lzma, -1.65)'."""
+    def label(k):
+        if k.endswith("_alone"):
+            return k[:-len("_alone")] + " alone"
+        return k + "|train" if k in _SHORT.values() else k
+
+    bpb = baselines["bits_per_byte"]
+    parts = [f"{label(k)} {v:.3f}" for k, v in sorted(bpb.items(), key=lambda kv: kv[1])]
+    best = min(bpb, key=bpb.get)
+    gap = bits_per_byte - bpb[best]
+    verdict = "beats every baseline" if gap < 0 else f"{gap:.3f} bits/byte behind {best}"
+    return (f"{baselines['split']} {bits_per_byte:.4f} bits/byte; baselines on the same split: "
+            + ", ".join(parts) + f" ({verdict})")

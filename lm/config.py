@@ -204,7 +204,10 @@ def base_config() -> ml_collections.ConfigDict:
         objective="next_token",  # next_token (decoder) | prefix_lm (encoder_decoder: source = first half)
         learning_rate=1e-3,
         warmup_steps=100,
-        schedule="cosine",  # cosine | linear | constant
+        schedule="cosine",  # cosine | linear | constant | wsd (warmup, stable, linear cooldown)
+        cooldown_fraction=0.2,  # wsd: the last fraction of the steps decays to min_lr_ratio
+        optimizer="adamw",  # adamw | muon (block matrices; AdamW on embeddings, norms, biases)
+        muon_learning_rate=0.02, muon_momentum=0.95,  # muon: peak lr of the matrices, beta
         min_lr_ratio=0.1,
         weight_decay=0.1,
         decay_embeddings=False,  # weight decay on embeddings, norms and biases too

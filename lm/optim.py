@@ -7,7 +7,8 @@ import optax
 
 from lm.config import ConfigError
 
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "wsd")
+OPTIMIZERS = ("adamw", "muon")
 
 
 def learning_rate_schedule(train_cfg) -> optax.Schedule:
@@ -25,6 +26,10 @@ def learning_rate_schedule(train_cfg) -> optax.Schedule:
         decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=floor / peak if peak else 0.0)
     elif kind == "linear":
         decay = optax.linear_schedule(peak, floor, decay_steps)
+    elif kind == "wsd":
+        cool = min(max(int(round(float(train_cfg.get("cooldown_fraction", 0.2)) * steps)), 1), decay_steps)
+        decay = optax.join_schedules([optax.constant_schedule(peak),
+                                      optax.linear_schedule(peak, floor, cool)], [decay_steps - cool])
     else:
         decay = optax.constant_schedule(peak)
     if warmup == 0:
@@ -70,14 +75,68 @@ def decay_mask(params, logical_specs=None, *, decay_embeddings: bool = False, ki
     return jax.tree_util.tree_map_with_path(one, params, logical_specs)
 
 
+# Logical axes that are neither a matrix's input nor its output: Muon orthogonalises per slice.
+_BATCH_AXES = (None, "layers", "expert")
+
+
+def muon_dimensions(params, logical_specs):
+    """optax.contrib.MuonDimensionNumbers for the weight matrices of the blocks, None elsewhere.
+
+    A block weight (decay_mask's 'matrices' rule) reads from the residual stream when its first
+    named axis is 'embed' (qkv [D, 3, H, E], mlp/wi): reduction = embed, output = its other
+    named axes. Otherwise it writes to it (attn/out [H, E, D], mlp/wo): output = embed. Unnamed
+    axes (the stacked q/k/v or gate/up), 'layers' and 'expert' are batch axes: orthogonalised
+    one slice at a time, as modded-nanogpt does for q, k and v.
+    """
+    from optax.contrib import MuonDimensionNumbers
+
+    matrices = decay_mask(params, logical_specs)
+
+    def one(is_matrix, spec):
+        if not is_matrix or spec is None:
+            return None
+        named = [i for i, a in enumerate(tuple(spec)) if a not in _BATCH_AXES]
+        embed = [i for i in named if tuple(spec)[i] == "embed"]
+        rest = [i for i in named if i not in embed]
+        if not embed or not rest:
+            return None
+        if named[0] in embed:
+            return MuonDimensionNumbers(reduction_axis=tuple(embed), output_axis=tuple(rest))
+        return MuonDimensionNumbers(reduction_axis=tuple(rest), output_axis=tuple(embed))
+
+    return jax.tree.map(one, matrices, logical_specs, is_leaf=lambda x: x is None or isinstance(x, bool))
+
+
 def make_optimizer(train_cfg, params, logical_specs=None) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW (decoupled weight decay through the mask)."""
+    """Global-norm clipping, then AdamW (decoupled weight decay through the mask), or Muon
+    (optax.contrib.muon) on the block matrices with AdamW on everything else."""
     mask = decay_mask(params, logical_specs, decay_embeddings=bool(train_cfg.decay_embeddings),
                       kind=str(train_cfg.get("decay_mask", "matrices")))
+    kind = str(train_cfg.get("optimizer", "adamw"))
+    if kind not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer: {kind!r} is not one of {OPTIMIZERS}")
     chain = []
     if train_cfg.grad_clip and train_cfg.grad_clip > 0:
         chain.append(optax.clip_by_global_norm(float(train_cfg.grad_clip)))
-    chain.append(optax.adamw(
-        learning_rate_schedule(train_cfg), b1=float(train_cfg.b1), b2=float(train_cfg.b2),
-        eps=float(train_cfg.eps), weight_decay=float(train_cfg.weight_decay), mask=mask))
+    lr = learning_rate_schedule(train_cfg)
+    wd = float(train_cfg.weight_decay)
+    adamw = optax.adamw(lr, b1=float(train_cfg.b1), b2=float(train_cfg.b2),
+                        eps=float(train_cfg.eps), weight_decay=wd, mask=mask)
+    if kind == "adamw":
+        chain.append(adamw)
+        return optax.chain(*chain)
+    if logical_specs is None:
+        raise ConfigError("train.optimizer=muon needs the params' logical axis names")
+    from optax.contrib import muon
+
+    dims = muon_dimensions(params, logical_specs)
+    ratio = float(train_cfg.muon_learning_rate) / float(train_cfg.learning_rate)
+    labels = jax.tree.map(lambda d: "muon" if d is not None else "adamw", dims,
+                          is_leaf=lambda x: x is None or not isinstance(x, (dict, list)))
+    # Muon's own weight decay (lr-coupled, as AdamW's) on every block matrix; AdamW (with its
+    # mask) on the rest: embeddings, norms, biases.
+    chain.append(optax.multi_transform(
+        {"muon": muon(lambda step: lr(step) * ratio, beta=float(train_cfg.muon_momentum),
+                      weight_decay=wd, muon_weight_dimension_numbers=dims),
+         "adamw": adamw}, labels))
     return optax.chain(*chain)
