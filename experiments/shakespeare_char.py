@@ -20,6 +20,12 @@ from lm.experiment import apply_rung, ladder
 NANOGPT = {"model.init_scheme": "nanogpt", "train.decay_mask": "nanogpt",
            "data.sampling": "random_windows", "train.eval_batches": 200}
 
+MODERN_ARCH = {"model.position": "rope", "model.norm": "rmsnorm", "model.mlp": "swiglu"}
+MODERN_SCHEDULE = {"train.schedule": "wsd", "train.cooldown_fraction": 0.3,
+                   "train.min_lr_ratio": 0.0, "train.learning_rate": 2e-3}
+MODERN = {**MODERN_ARCH, **MODERN_SCHEDULE, "train.optimizer": "muon",
+          "train.muon_learning_rate": 0.02}
+
 
 def get_config(arg=None):
     c = base_config()
@@ -46,6 +52,14 @@ def get_config(arg=None):
         # its decay mask (every 2-D weight, embeddings included), random windows, and val loss
         # estimated as nanoGPT's estimate_loss does (eval_iters=200 random batches of 12).
         reproduce={"train.steps": 2000, **NANOGPT},
+        # Same data, eval, steps and parameters (800,000 vs 804,096: rotary positions drop the
+        # position table, SwiGLU's 344-wide MLP adds 1,024 a layer), what the field learned
+        # since: rotary positions, RMSNorm, SwiGLU, warmup-stable-decay to 0, Muon on the block
+        # matrices (AdamW at 2x nanoGPT's lr on embeddings and norms). Ablation:
+        # experiments/nanogpt_ablation.py.
+        modern={"train.steps": 2000, **NANOGPT, **MODERN},
+        # Moonshot: nanoGPT's 2000-step loss in 1000 steps.
+        modern_1000={"train.steps": 1000, **NANOGPT, **MODERN},
         gpu={"model.num_layers": 6, "model.num_heads": 6, "model.d_model": 384,
              "model.max_len": 256, "model.dropout": 0.2, "train.batch_size": 64,
              "train.steps": 5000, "train.eval_batches": 200, "train.eval_every": 500},
