@@ -439,3 +439,15 @@ def beside_line(bits_per_byte: float, baselines: dict) -> str:
     verdict = "beats every baseline" if gap < 0 else f"{gap:.3f} bits/byte behind {best}"
     return (f"{baselines['split']} {bits_per_byte:.4f} bits/byte; baselines on the same split: "
             + ", ".join(parts) + f" ({verdict})")
+
+
+def for_run(config, workdir=None) -> dict | None:
+    """record_baselines of a run's data and held-out split (cached), or None when they cannot
+    be computed: a finished run is never lost to its baselines."""
+    try:
+        return record_baselines(cached_baselines(config, workdir=workdir))
+    except Exception as err:  # noqa: BLE001 -- reported, never fatal
+        import logging
+
+        logging.getLogger(__name__).warning("baselines unavailable: %s: %s", type(err).__name__, err)
+        return None

@@ -459,6 +459,9 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
     )
     # N, D and the schedule, what a scaling fit needs (lm/scaling/records.py).
     record.update(scaling_records.record_fields(config, summary, record["vocab_size"]))
+    from lm import baselines  # n-gram and compressor numbers of the same split, cached
+
+    record["baselines"] = baselines.for_run(config, workdir)
     try:
         verdict, reason, trend = archive.decide_verdict(record, archive.load_records(archive_dir))
     except Exception as err:  # never lose a finished run to a failing fit

@@ -31,5 +31,10 @@ def main(argv):
                                  archive_dir=FLAGS.archive, workdir=FLAGS.workdir,
                                  progress=FLAGS.progress)
     print(f"{record['verdict']}: {record['reason']}", file=sys.stderr)
+    bpb = (record.get("final") or {}).get("bits_per_byte")
+    if record.get("baselines") and bpb is not None:
+        from lm.baselines import beside_line
+
+        print(beside_line(bpb, record["baselines"]), file=sys.stderr)
     print(out)
     return 1 if record["verdict"] == "broken" else 0

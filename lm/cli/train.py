@@ -42,6 +42,11 @@ def main(argv):
 
     if jax.process_index() == 0:
         print(trainer.summary_line(summary))
+        from lm import baselines
+
+        base = baselines.for_run(config, _WORKDIR.value)
+        if base is not None:
+            print(baselines.beside_line(summary["final"]["bits_per_byte"], base))
         if summary["sample"]:
             print("--- sample ---")
             print(summary["sample"])
