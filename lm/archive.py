@@ -426,6 +426,7 @@ def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
             ax_l.errorbar([p["train_flops"]], [pred["surrogate"]],
                           yerr=[[pred["surrogate"] - band[0]], [band[1] - pred["surrogate"]]],
                           fmt="x", color="k", capsize=3, label="predicted before the run")
+    _baseline_lines(ax_m, ax_l, recs, crit["metric"])
     text = "no trend (too few rungs or eval points)"
     if trend is not None:
         curve = trend.get("ladder_curve")
@@ -466,6 +467,25 @@ def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return trend
+
+
+def _baseline_lines(ax_m, ax_l, recs: list[dict], metric: str) -> None:
+    """The newest record's baselines (best n-gram, gzip and lzma given train) as horizontal
+    lines: on the metric panel in bits/byte, on the loss panel in nats/token."""
+    rec = next((r for r in reversed(recs) if (r.get("baselines") or {}).get("bits_per_byte")), None)
+    if rec is None:
+        return
+    bpb = rec["baselines"]["bits_per_byte"]
+    final = rec.get("final") or {}
+    per_token = (final.get("bytes") or 0) / (final.get("tokens") or 1) * math.log(2)
+    names = [k for k in bpb if k.startswith("kn")] + [k for k in ("gzip", "lzma") if k in bpb]
+    for i, name in enumerate(names):
+        style = dict(color=f"C{4 + i}", ls="-.", lw=1, alpha=0.8)
+        label = name + ("|train" if name in ("gzip", "lzma") else "")
+        if metric == "bits_per_byte":
+            ax_m.axhline(bpb[name], label=label, **style)
+        if per_token:
+            ax_l.axhline(bpb[name] * per_token, label=label, **style)
 
 
 def backtests(records: list[dict], experiment: str | None = None, samples: int = 60) -> list[tuple]:
