@@ -4,7 +4,9 @@
 
 The default rung ('small') trains a 4-layer, width-128, context-128 decoder for a couple of
 minutes on a 2-core CPU (compile, evaluation and a sample at the end included); its loss
-falls visibly and the sample looks like Python. 'tiny' is for tests, 'medium' for a GPU.
+falls visibly and the sample looks like Python. It does not beat Lempel-Ziv: about 2.94 valid
+bits/byte against gzip 1.89 and lzma 1.29 given the train split (printed beside the result);
+experiments/beat_lz.py asks at which size and context a transformer does. 'tiny' is for tests, 'medium' for a GPU.
 """
 
 from lm.config import base_config

@@ -51,13 +51,13 @@ def test_lm_train_prints_the_baselines_of_lm_baselines(tmp_path):
     train = subprocess.run(
         [sys.executable, "-m", "lm", "train", *common, "--config.train.steps=2",
          "--config.train.eval_every=2", "--config.train.sample_tokens=0", "--noprogress",
-         f"--workdir={tmp_path / 'run'}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+         f"--workdir={tmp_path / 'run'}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert train.returncode == 0, train.stderr[-2000:]
     line = next(l for l in train.stdout.splitlines() if "baselines on the same split" in l)
     printed = dict((k, float(v)) for k, v in re.findall(r"([\w|]+(?: alone)?) (\d+\.\d+)(?=,| \()", line))
     out = tmp_path / "b.json"
     ref = subprocess.run([sys.executable, "-m", "lm", "baselines", *common, f"--out={out}"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert ref.returncode == 0, ref.stderr[-2000:]
     result = json.loads(out.read_text())
     short = {"zlib-9": "gzip", "bz2-9": "bz2", "lzma-9e": "lzma"}

@@ -154,3 +154,30 @@ def test_random_window_eval_is_a_fixed_estimate_and_zero_batches_is_the_whole_sp
     assert sum(b["weights"].sum() for b in whole) == len(ds.tokens("valid")) - 1
     with pytest.raises(ConfigError, match="data.sampling"):
         build_dataset(data_config(source="markov", sampling="shuffled"), 16)
+
+
+def test_wsd_schedule_and_muon_dimensions():
+    from lm import trainer, sharding
+    from test_sharding import tiny_config
+
+    t = tiny_config().train
+    t.steps, t.warmup_steps, t.learning_rate, t.min_lr_ratio = 100, 10, 1.0, 0.0
+    t.schedule, t.cooldown_fraction = "wsd", 0.3
+    lr = optim.learning_rate_schedule(t)
+    assert float(lr(9)) == pytest.approx(1.0) and float(lr(69)) == pytest.approx(1.0)
+    assert float(lr(85)) == pytest.approx(0.5, abs=0.04) and float(lr(99)) == pytest.approx(0.0, abs=0.04)
+
+    config = tiny_config(model__num_layers=2, model__mlp="swiglu", train__optimizer="muon")
+    run = trainer.setup(config, mesh=sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}))
+    params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), run.abstract_state["params"])
+    dims = optim.muon_dimensions(params, run.param_specs)
+    leaves = jax.tree_util.tree_flatten_with_path(
+        dims, is_leaf=lambda x: x is None or hasattr(x, "reduction_axis"))[0]
+    flat = {"/".join(str(getattr(k, "key", k)) for k in path): v for path, v in leaves}
+    assert flat.keys() == _flat(params).keys()
+    got = {k.split("/", 2)[-1]: (tuple(v.reduction_axis), tuple(v.output_axis))
+           for k, v in flat.items() if v is not None and "layer_0" in k}
+    # qkv [D, 3, H, E]: D -> (H, E) per q/k/v; out [H, E, D]; wi [D, 2, F] per gate/up; wo [F, D]
+    assert got == {"attn/qkv": ((0,), (2, 3)), "attn/out": ((0, 1), (2,)),
+                   "mlp/wi": ((0,), (2,)), "mlp/wo": ((0,), (1,))}
+    assert all(v is None for k, v in flat.items() if "embed" in k or "norm" in k)
