@@ -1,5 +1,6 @@
 """What each modern change gives on nanoGPT's baby shakespeare_char run, at the moonshot budget.
 
+    lm run experiments/nanogpt_ablation.py --rung=base        # nanoGPT's config, 1000 steps
     lm run experiments/nanogpt_ablation.py --rung=arch        # rope + rmsnorm + swiglu
     lm run experiments/nanogpt_ablation.py --rung=arch_wsd    # + warmup-stable-decay, lr 2e-3
     (+ Muon on the block matrices = experiments/shakespeare_char.py:modern_1000)
@@ -36,6 +37,7 @@ def get_config(arg=None):
         metric="loss", comparator="<=", threshold=1.8857, split="valid", rung="")
     c.train.steps = 1000
     c.experiment.ladder = ladder(
+        base={},  # nanoGPT's baby run, its schedule compressed into 1000 steps
         arch=dict(sc.MODERN_ARCH),
         arch_wsd={**sc.MODERN_ARCH, **sc.MODERN_SCHEDULE},
     )
