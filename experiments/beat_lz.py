@@ -13,6 +13,13 @@ record["baselines"]; `lm run` prints them beside the result). Criterion: valid b
 below gzip's 1.889, evaluated on the whole valid split. Small models with short contexts are
 honestly worse than gzip (not_yet); the ladder grows context and model together, and the
 archive's loss-vs-compute trend says at which compute the criterion is expected to pass.
+
+Archived (shared 2-core CPU): r0 (117k params, context 32, 1.2e11 FLOPs) 3.255 bits/byte and
+r1 (246k, context 64, 1.0e12 FLOPs) 2.773, both not_yet; the trend through them crosses gzip's
+1.889 at about 1.75e14 FLOPs (80% bootstrap 1.0e14 to 3.9e14; two rungs, floor assumed 0, so
+optimistic). r2 (824k, context 128, 1.8e13 FLOPs) is predicted to miss still; the `gpu` rung
+(10.7M, context 512, 3.9e15 FLOPs) is the first rung past the predicted crossing. Beating lzma
+given the train split (1.288) needs more: lzma copies whole functions seen in train.
 """
 
 from lm.config import base_config
