@@ -20,8 +20,8 @@ Archived (val loss, nats/char, 200 random batches; one seed each, so +-0.01 is n
     (2000 steps: nanoGPT 1.8857, reproduce 1.913, modern 1.612)
 
 Most of it is positions: with learned absolute positions the baby model sits on a ~2.4 plateau
-for its first 500 steps (reproduce: 2.446 at step 250, 2.309 at 500), rotary positions leave it
-by step 250 (2.028); Muon is the next biggest step.
+for its first 500 steps (base: 2.442 at step 250, 2.303 at 500), with rotary positions it is
+past it by step 250 (arch: 2.126, 1.951 at 500); Muon is the next biggest step.
 """
 
 import importlib.util
