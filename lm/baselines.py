@@ -443,7 +443,13 @@ def beside_line(bits_per_byte: float, baselines: dict) -> str:
 
 def for_run(config, workdir=None) -> dict | None:
     """record_baselines of a run's data and held-out split (cached), or None when they cannot
-    be computed: a finished run is never lost to its baselines."""
+    be computed: a finished run is never lost to its baselines. Multi-process runs skip them:
+    rebuilding the dataset on process 0 alone would wait at the store's barrier for the others
+    (`lm baselines` computes them on one host)."""
+    import jax
+
+    if jax.process_count() > 1:
+        return None
     try:
         return record_baselines(cached_baselines(config, workdir=workdir))
     except Exception as err:  # noqa: BLE001 -- reported, never fatal
