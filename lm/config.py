@@ -82,7 +82,7 @@ class ModelConfig:
     dtype: str = "auto"  # compute dtype (lm.precision); parameters are always float32
     attention_impl: str = "auto"  # auto | xla | cudnn | splash | einsum (lm.fast_attention)
     # default: normal(0.02), learned positions 0.01; nanogpt: positions 0.02 too (both scale
-    # residual projections by 1/sqrt(2 * layers), GPT-2 style). See lm.layers.init_std.
+    # residual projections by 1/sqrt(2 * layers), GPT-2 style): lm.layers.PositionEmbed.
     init_scheme: str = "default"
 
     def __post_init__(self):
