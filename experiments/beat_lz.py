@@ -54,9 +54,11 @@ def get_config(arg=None):
         # The train split is 3.9 MB: 3000 steps of 32 x 512 bytes is ~12 epochs, so dropout.
         gpu={"model.max_len": 512, "model.d_model": 384, "model.num_layers": 6,
              "model.num_heads": 6, "model.dropout": 0.1, "train.steps": 3000,
-             "train.batch_size": 32, "train.learning_rate": 2e-3, "train.warmup_steps": 200},
+             "train.batch_size": 32, "train.learning_rate": 2e-3, "train.warmup_steps": 200,
+             "train.eval_every": 750},
         gpu_large={"model.max_len": 1024, "model.d_model": 768, "model.num_layers": 12,
                    "model.num_heads": 12, "model.dropout": 0.2, "train.steps": 3000,
-                   "train.batch_size": 32, "train.learning_rate": 1e-3, "train.warmup_steps": 300},
+                   "train.batch_size": 32, "train.learning_rate": 1e-3, "train.warmup_steps": 300,
+                   "train.eval_every": 750},
     )
     return apply_rung(c, arg)
