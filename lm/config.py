@@ -172,7 +172,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = dataclasses.asdict(ModelConfig())
 
     c.data = dict(
-        source="stdlib",  # stdlib | tinyshakespeare | enwik8 | files | hf | markov | copy | tasks
+        source="stdlib",  # stdlib | tinyshakespeare | enwik8 | files | hf | markov | copy | tasks | sft | preference
         path="",  # local file, directory or glob (files); local copy of a named corpus
         mixture="",  # files only: 'PATH@WEIGHT;PATH@WEIGHT' (instead of path): weighted train rows
         data_dir="",  # cache for downloads; '' means $LM_DATA_DIR or ~/.cache/lm
@@ -195,13 +195,17 @@ def base_config() -> ml_collections.ConfigDict:
         # random_windows (nanoGPT): train rows start anywhere, uniformly; eval is
         # train.eval_batches batches of fixed random windows (0 = the whole split in order).
         sampling="packed_epochs",
+        # Post-training examples (data.source=sft | preference; lm/data/pairs.py).
+        prompt_field="prompt", response_field="response", chosen_field="chosen",
+        rejected_field="rejected", template="plain",  # plain | chat
     )
 
     c.train = dict(
         steps=1000,
         batch_size=32,  # global, in sequences
         grad_accum=1,
-        objective="next_token",  # next_token (decoder) | prefix_lm (encoder_decoder: source = first half)
+        objective="next_token",  # next_token | prefix_lm (encoder_decoder: source = first half) | dpo
+        dpo_beta=0.1, dpo_label_smoothing=0.0,  # DPO: strength of the KL anchor; conservative DPO
         learning_rate=1e-3,
         warmup_steps=100,
         schedule="cosine",  # cosine | linear | constant | wsd (warmup, stable, linear cooldown)

@@ -14,6 +14,14 @@ prefix_lm   (encoder-decoder, Alg 12, teacher forcing): each packed sequence is 
             x_h..x_{T-1} (its own previous targets, i.e. teacher forcing, with x_h playing the
             start token) and predicts x_{h+1}..x_T. Only the second half is scored, so its
             bits per byte measure "continue this text given its first half".
+dpo         (decoder, Rafailov et al. 2023): a batch holds preference pairs as chosen_* and
+            rejected_* rows whose weights mark the response tokens. With log-probabilities
+            summed over the response, pi (policy) and ref (the frozen starting model),
+            z = beta * ((pi_c - ref_c) - (pi_r - ref_r)) and the loss of a pair is
+            -(1 - eps) log sigmoid(z) - eps log sigmoid(-z) (eps: label smoothing,
+            "conservative DPO"). At step 0, pi = ref, so z = 0 and the loss is ln 2.
+            SFT needs no objective of its own: next_token on data whose weights cover only
+            the responses (data.source=sft).
 """
 
 from __future__ import annotations
@@ -21,7 +29,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-OBJECTIVES = {"next_token": "decoder", "prefix_lm": "encoder_decoder"}
+OBJECTIVES = {"next_token": "decoder", "prefix_lm": "encoder_decoder", "dpo": "decoder"}
+PAIR_SIDES = ("chosen", "rejected")
+
+
+def sum_names(objective: str) -> tuple:
+    """The keys of the loss sums an objective's step adds up (gradient accumulation)."""
+    if objective == "dpo":
+        return ("dpo_sum", "pair_sum", "correct_sum", "margin_sum", "chosen_reward_sum",
+                "rejected_reward_sum", "chosen_logp_sum", "rejected_logp_sum", "kl_sum", "kl_tokens")
+    return ("nll_sum", "z_sum", "weight_sum", "correct_sum")
 
 
 def cross_entropy_sums(logits, targets, weights, z_loss: float = 0.0) -> dict:
@@ -49,6 +66,8 @@ def split_batch(batch: dict, objective: str) -> dict:
     """The model inputs, targets and weights of a data batch for the objective."""
     if objective == "next_token":
         return dict(batch)
+    if objective == "dpo":  # the weights that count: one per pair with a response
+        return {"weights": pair_mask(batch)}
     if objective == "prefix_lm":
         h = batch["inputs"].shape[1] // 2
         return {
@@ -80,3 +99,73 @@ def forward(model, params, batch: dict, *, objective: str, document_masking: boo
             {"params": params}, b["src"], b["inputs"], src_segment_ids=src_seg,
             tgt_segment_ids=seg, deterministic=deterministic, rngs=rngs, mutable=["losses"])
     return logits, b["targets"], b["weights"], mutated
+
+
+# ----------------------------------------------------------------------------- preference pairs
+
+def pair_mask(batch: dict):
+    """[B] 1.0 for a real pair, 0.0 for a padding row (no response weight)."""
+    return (jnp.sum(batch["chosen_weights"], axis=-1) > 0).astype(jnp.float32)
+
+
+def _both_sides(batch: dict) -> dict:
+    """Chosen rows then rejected rows, as one [2B, T] batch (one model call for both)."""
+    return {key: jnp.concatenate([batch[f"{side}_{key}"] for side in PAIR_SIDES])
+            for key in ("inputs", "targets", "weights", "segment_ids")}
+
+
+def response_logprobs(logits, targets, weights):
+    """[B] sum of log p(target) over the weighted (response) positions."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jnp.sum(jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0] * weights, axis=-1)
+
+
+def dpo_sums(model, params, ref_params, batch: dict, *, beta: float, label_smoothing: float = 0.0,
+             deterministic: bool = True, rng=None):
+    """DPO loss and its diagnostics as sums over pairs (the trainer divides by pair_sum).
+
+    Returns (sums, mutated). Sums: dpo_sum (the loss), pair_sum, correct_sum (pairs with
+    z > 0: preference accuracy), margin_sum (z, the reward margin),
+    chosen_reward_sum / rejected_reward_sum (beta * log-ratio), chosen_logp_sum /
+    rejected_logp_sum (policy), kl_sum and kl_tokens (exact per-token KL(pi || ref) over the
+    response positions of both rows).
+    """
+    rows = _both_sides(batch)
+    rngs = {"dropout": rng} if rng is not None else {}
+    seg = rows["segment_ids"]
+    logits, mutated = model.apply({"params": params}, rows["inputs"], segment_ids=seg,
+                                  deterministic=deterministic, rngs=rngs, mutable=["losses"])
+    ref_logits = jax.lax.stop_gradient(
+        model.apply({"params": ref_params}, rows["inputs"], segment_ids=seg))
+    pi = response_logprobs(logits, rows["targets"], rows["weights"])
+    ref = response_logprobs(ref_logits, rows["targets"], rows["weights"])
+    pi_c, pi_r = jnp.split(pi, 2)
+    ref_c, ref_r = jnp.split(ref, 2)
+    chosen_reward, rejected_reward = beta * (pi_c - ref_c), beta * (pi_r - ref_r)
+    z = chosen_reward - rejected_reward
+    loss = -(1.0 - label_smoothing) * jax.nn.log_sigmoid(z) - label_smoothing * jax.nn.log_sigmoid(-z)
+    mask = pair_mask(batch)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    ref_logp = jax.nn.log_softmax(ref_logits.astype(jnp.float32), axis=-1)
+    kl = jnp.sum(jnp.exp(logp) * (logp - jax.lax.stop_gradient(ref_logp)), axis=-1)
+    total = lambda x: jnp.sum(x * mask)
+    sums = {
+        "dpo_sum": total(loss), "pair_sum": jnp.sum(mask), "correct_sum": total((z > 0).astype(jnp.float32)),
+        "margin_sum": total(z), "chosen_reward_sum": total(chosen_reward),
+        "rejected_reward_sum": total(rejected_reward), "chosen_logp_sum": total(pi_c),
+        "rejected_logp_sum": total(pi_r), "kl_sum": jnp.sum(kl * rows["weights"]),
+        "kl_tokens": jnp.sum(rows["weights"]),
+    }
+    return sums, mutated
+
+
+def dpo_metrics(sums: dict) -> dict:
+    """Per-pair figures from summed DPO statistics (train and eval alike)."""
+    n = jnp.maximum(sums["pair_sum"], 1.0)
+    return {
+        "loss": sums["dpo_sum"] / n, "preference_accuracy": sums["correct_sum"] / n,
+        "reward_margin": sums["margin_sum"] / n, "chosen_reward": sums["chosen_reward_sum"] / n,
+        "rejected_reward": sums["rejected_reward_sum"] / n, "chosen_logp": sums["chosen_logp_sum"] / n,
+        "rejected_logp": sums["rejected_logp_sum"] / n,
+        "kl": sums["kl_sum"] / jnp.maximum(sums["kl_tokens"], 1.0),
+    }

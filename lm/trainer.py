@@ -89,6 +89,12 @@ def _validate(config) -> ModelConfig:
     for key in ("eval_every", "eval_batches", "checkpoint_every", "warmup_steps", "sample_tokens"):
         if t[key] < 0:
             raise ConfigError(f"train.{key}={t[key]}: must be >= 0")
+    if (objective == "dpo") != (config.data.source == "preference"):
+        raise ConfigError("train.objective=dpo and data.source=preference go together "
+                          f"(got objective={objective!r}, source={config.data.source!r})")
+    if objective == "dpo" and not (t.dpo_beta > 0 and 0 <= t.dpo_label_smoothing < 0.5):
+        raise ConfigError(f"train.dpo_beta={t.dpo_beta} must be > 0 and train.dpo_label_smoothing="
+                          f"{t.dpo_label_smoothing} in [0, 0.5)")
     if objective == "prefix_lm" and mcfg.max_len < 2:
         raise ConfigError("model.max_len: prefix_lm needs at least 2 tokens to split")
     optim.learning_rate_schedule(t)  # validates the schedule name
@@ -137,7 +143,8 @@ def _dummy_batch(rows: int, seq_len: int) -> dict:
 def _init_fn(model, mcfg: ModelConfig, objective: str, rows: int):
     """rng -> boxed params (with logical axis names)."""
     def init(rng):
-        b = objectives.split_batch(_dummy_batch(rows, mcfg.max_len), objective)
+        b = objectives.split_batch(_dummy_batch(rows, mcfg.max_len),
+                                   "prefix_lm" if objective == "prefix_lm" else "next_token")
         r = {"params": rng, "dropout": rng}
         if objective == "prefix_lm":
             variables = model.init(r, b["src"], b["inputs"])
@@ -188,6 +195,8 @@ def setup(config, workdir: str | None = None, *, mesh=None) -> Run:
     abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32),
                 "rng": jax.ShapeDtypeStruct((2,), jnp.uint32),
                 "params": params_struct, "opt_state": opt_struct}
+    if t.objective == "dpo":  # the frozen reference travels (and is saved) with the state
+        state_shardings["ref_params"], abstract["ref_params"] = param_shardings, params_struct
     abstract = ckpt_lib.abstract_like(abstract, state_shardings)
     return Run(config, mcfg, model, dataset, mesh, tx, optim.learning_rate_schedule(t),
                param_specs, state_shardings, abstract)
@@ -210,8 +219,17 @@ def init_state(run: Run, params=None) -> dict:
         else:
             opt_state = jax.jit(run.tx.init, out_shardings=run.state_shardings["opt_state"])(params)
     rep = sharding.replicated(run.mesh)
-    return {"step": jax.device_put(jnp.zeros((), jnp.int32), rep),
-            "rng": jax.device_put(train_rng, rep), "params": params, "opt_state": opt_state}
+    state = {"step": jax.device_put(jnp.zeros((), jnp.int32), rep),
+             "rng": jax.device_put(train_rng, rep), "params": params, "opt_state": opt_state}
+    if t.objective == "dpo":
+        state["ref_params"] = reference_copy(run, params)
+    return state
+
+
+def reference_copy(run: Run, params):
+    """A frozen copy of the starting params (new buffers: the train step donates the policy's)."""
+    with sharding.activate(run.mesh):
+        return jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=run.param_shardings)(params)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -235,7 +253,14 @@ def make_train_step(run: Run):
     micro_sharding = jax.sharding.NamedSharding(
         run.mesh, jax.sharding.PartitionSpec(None, ("data", "fsdp")))
 
-    def loss_fn(params, batch, rng, total_weight):
+    def loss_fn(params, batch, rng, total_weight, ref_params=None):
+        if objective == "dpo":
+            sums, mutated = objectives.dpo_sums(
+                model, params, ref_params, batch, beta=float(t.dpo_beta),
+                label_smoothing=float(t.dpo_label_smoothing), deterministic=deterministic,
+                rng=None if deterministic else rng)
+            aux = mcfg.moe_aux_weight * _aux_loss(mutated) / accum
+            return sums["dpo_sum"] / total_weight + aux, (sums, aux)
         logits, targets, weights, mutated = objectives.forward(
             model, params, batch, objective=objective, document_masking=masking,
             deterministic=deterministic, rng=None if deterministic else rng)
@@ -247,12 +272,12 @@ def make_train_step(run: Run):
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step_fn(state, batch):
-        params = state["params"]
+        params, ref_params = state["params"], state.get("ref_params")
         rng = jax.random.fold_in(state["rng"], state["step"])
         total_weight = jnp.maximum(
             jnp.sum(objectives.split_batch(batch, objective)["weights"]), 1.0)
         if accum == 1:
-            (_, (sums, aux)), grads = grad_fn(params, batch, rng, total_weight)
+            (_, (sums, aux)), grads = grad_fn(params, batch, rng, total_weight, ref_params)
         else:
             def split(x):
                 x = x.reshape((x.shape[0] // accum, accum) + x.shape[1:]).swapaxes(0, 1)
@@ -262,27 +287,25 @@ def make_train_step(run: Run):
                 micro, i = xs
                 # Tie the weights to this micro-batch: otherwise XLA hoists every layer's FSDP
                 # all-gather out of the loop and all gathered weights live at once.
-                p, micro = jax.lax.optimization_barrier((params, micro))
-                (_, (s, a)), g = grad_fn(p, micro, jax.random.fold_in(rng, i), total_weight)
+                (p, r), micro = jax.lax.optimization_barrier(((params, ref_params), micro))
+                (_, (s, a)), g = grad_fn(p, micro, jax.random.fold_in(rng, i), total_weight, r)
                 return jax.tree.map(jnp.add, carry, (g, s, a)), None
 
             zeros = jax.tree.map(jnp.zeros_like, params)
-            zero_sums = {k: jnp.zeros((), jnp.float32) for k in
-                         ("nll_sum", "z_sum", "weight_sum", "correct_sum")}
+            zero_sums = {k: jnp.zeros((), jnp.float32) for k in objectives.sum_names(objective)}
             (grads, sums, aux), _ = jax.lax.scan(
                 body, (zeros, zero_sums, jnp.zeros((), jnp.float32)),
                 (jax.tree.map(split, batch), jnp.arange(accum)))
         updates, opt_state = run.tx.update(grads, state["opt_state"], params)
-        new_state = {"step": state["step"] + 1, "rng": state["rng"],
+        new_state = {**state, "step": state["step"] + 1,
                      "params": optax.apply_updates(params, updates), "opt_state": opt_state}
-        metrics = {
-            "loss": sums["nll_sum"] / total_weight,
-            "z_loss": sums["z_sum"] / total_weight,
-            "aux_loss": aux,
-            "accuracy": sums["correct_sum"] / total_weight,
-            "grad_norm": optax.tree.norm(grads),
-            "learning_rate": run.schedule(state["step"]),
-        }
+        if objective == "dpo":
+            metrics = objectives.dpo_metrics(sums)
+        else:
+            metrics = {"loss": sums["nll_sum"] / total_weight, "z_loss": sums["z_sum"] / total_weight,
+                       "accuracy": sums["correct_sum"] / total_weight}
+        metrics.update(aux_loss=aux, grad_norm=optax.tree.norm(grads),
+                       learning_rate=run.schedule(state["step"]))
         return new_state, metrics
 
     rep = sharding.replicated(run.mesh)
@@ -290,10 +313,26 @@ def make_train_step(run: Run):
                    out_shardings=(run.state_shardings, rep), donate_argnums=0)
 
 
+def eval_params(state: dict):
+    """What the eval step reads: the params, or for DPO the policy with its reference."""
+    if "ref_params" in state:
+        return {"policy": state["params"], "ref": state["ref_params"]}
+    return state["params"]
+
+
 def make_eval_step(model, config, token_bytes, mesh, param_shardings):
-    """jit(params, batch) -> sums of nll, weight, correct predictions and target bytes."""
+    """jit(params, batch) -> sums of nll, weight, correct predictions and target bytes
+    (DPO: jit({policy, ref}, batch) -> the DPO sums; param_shardings as eval_params gives)."""
     objective, masking = config.train.objective, bool(config.data.document_masking)
     token_bytes = np.asarray(token_bytes, np.float32)
+    if objective == "dpo":
+        t = config.train
+
+        def dpo_eval(both, batch):
+            return objectives.dpo_sums(model, both["policy"], both["ref"], batch, beta=float(t.dpo_beta),
+                                       label_smoothing=float(t.dpo_label_smoothing))[0]
+        return jax.jit(dpo_eval, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
+                       out_shardings=sharding.replicated(mesh))
 
     def eval_fn(params, batch):
         logits, targets, weights, _ = objectives.forward(
@@ -308,7 +347,10 @@ def make_eval_step(model, config, token_bytes, mesh, param_shardings):
 
 
 def eval_metrics(sums: dict) -> dict:
-    """Per-token and per-byte figures from summed eval statistics."""
+    """Per-token and per-byte figures from summed eval statistics (DPO: per-pair figures)."""
+    if "dpo_sum" in sums:
+        out = {k: float(v) for k, v in objectives.dpo_metrics(sums).items()}
+        return {**out, "pairs": int(round(float(sums["pair_sum"])))}
     w = max(float(sums["weight_sum"]), 1e-9)
     loss = float(sums["nll_sum"]) / w
     return {
@@ -482,7 +524,7 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float, mir
 
     train_step = make_train_step(run)
     eval_step = make_eval_step(run.model, config, run.dataset.tokenizer.token_bytes, run.mesh,
-                               run.param_shardings)
+                               eval_params(run.state_shardings))
     tokens_per_step = t.batch_size * run.seq_len
     bar = None
     if progress and main and start < t.steps:
@@ -512,7 +554,7 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float, mir
                         (done - last_step) * tokens_per_step / (now - last_time)
                         if done > last_step else None)
                     if evaluated:
-                        final = _run_eval(eval_step, state["params"], run.dataset, config,
+                        final = _run_eval(eval_step, eval_params(state), run.dataset, config,
                                           run.mesh, "valid", t.eval_batches)
                         final.update(task_eval(state["params"]) if task_eval else {})
                         record.update({f"eval_{k}": v for k, v in final.items()})
@@ -529,7 +571,7 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float, mir
                         if record["tokens_per_sec"]:
                             post["tok/s"] = f"{record['tokens_per_sec']:.0f}"
                         if evaluated:
-                            post["valid_bpb"] = f"{final['bits_per_byte']:.3f}"
+                            post.update(_headline(final))
                         bar.set_postfix(post, refresh=False)
                     last_time, last_step = time.time(), done
                 if bar is not None:
@@ -556,7 +598,7 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float, mir
             writer.close()
 
     if final is None:  # resumed at the end: evaluate the restored state
-        final = _run_eval(eval_step, state["params"], run.dataset, config, run.mesh, "valid",
+        final = _run_eval(eval_step, eval_params(state), run.dataset, config, run.mesh, "valid",
                           t.eval_batches)
         final.update(task_eval(state["params"]) if task_eval else {})
     sample = ""
@@ -585,8 +627,19 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float, mir
     return summary
 
 
+def _headline(final: dict) -> dict:
+    """The progress bar's eval figure: bits per byte, or preference accuracy for DPO."""
+    if "preference_accuracy" in final:
+        return {"valid_pref_acc": f"{final['preference_accuracy']:.3f}"}
+    return {"valid_bpb": f"{final['bits_per_byte']:.3f}"}
+
+
 def summary_line(summary: dict) -> str:
     f = summary["final"]
+    if "preference_accuracy" in f:
+        return (f"step {summary['step']}: valid DPO loss {f['loss']:.4f}, preference accuracy "
+                f"{f['preference_accuracy']:.3f}, reward margin {f['reward_margin']:.3f}, KL {f['kl']:.4f} "
+                f"nats/token; {summary['num_params']:,} params, {summary['wall_time']:.1f}s on mesh {summary['mesh']}")
     return (f"step {summary['step']}: valid loss {f['loss']:.4f} nats/token, "
             f"{f['bits_per_byte']:.4f} bits/byte, perplexity {f['perplexity']:.2f}, "
             f"accuracy {f['accuracy']:.3f}; {summary['num_params']:,} params, "
@@ -626,7 +679,8 @@ def load_run(workdir: str, *, step: int | None = None, mesh_cfg: dict | None = N
     return run, state
 
 
-def load_workdir(workdir: str, step: int | None = None):
-    """(config, model, params, dataset) of a trained workdir (newest checkpoint by default)."""
+def load_workdir(workdir: str, step: int | None = None, *, for_eval: bool = False):
+    """(config, model, params, dataset) of a trained workdir (newest checkpoint by default).
+    for_eval: params as the eval step reads them (DPO: the policy with its reference)."""
     run, state = load_run(workdir, step=step)
-    return run.config, run.model, state["params"], run.dataset
+    return run.config, run.model, eval_params(state) if for_eval else state["params"], run.dataset

@@ -62,7 +62,7 @@ def main(argv):
         print(json.dumps(out, default=str))
         return
     run, state = trainer.load_run(_WORKDIR.value, step=_CHECKPOINT.value)  # None: newest good
-    config, model, params, dataset = run.config, run.model, state["params"], run.dataset
+    config, model, params, dataset = run.config, run.model, trainer.eval_params(state), run.dataset
     step = run.restored_step
     if _SPLIT.value not in dataset.splits:
         raise ValueError(f"--split={_SPLIT.value!r}: the dataset has splits {list(dataset.splits)}")

@@ -7,10 +7,10 @@ import os
 import numpy as np
 
 from lm.config import ConfigError
-from lm.data import batches, prepare, sources, synthetic
+from lm.data import batches, pairs, prepare, sources, synthetic
 from lm.data.tokenizers import TOKENIZERS, SymbolTokenizer, Tokenizer
 
-SOURCES = ("stdlib", "tinyshakespeare", "enwik8", "files", "hf", "markov", "copy", "tasks")
+SOURCES = ("stdlib", "tinyshakespeare", "enwik8", "files", "hf", "markov", "copy", "tasks") + pairs.SOURCES
 
 
 class Dataset:
@@ -122,6 +122,8 @@ def build_dataset(data_cfg, seq_len: int, *, workdir: str | None = None, seed: i
     if seq_len < 1:
         raise ConfigError(f"seq_len must be positive, got {seq_len}")
     masking = bool(cfg.document_masking)
+    if cfg.source in pairs.SOURCES:
+        return pairs.build(cfg, seq_len, workdir=workdir, seed=seed)
     if cfg.source == "markov":
         return _markov(cfg, seq_len, seed, masking, workdir)
     if cfg.source == "copy":

@@ -138,6 +138,18 @@ def train_tokenizer(cfg, source) -> Tokenizer:
     return SentencePieceTokenizer.train(text, vocab, max_chars=len(text))
 
 
+def small_corpus_tokenizer(cfg, source, workdir: str | None) -> Tokenizer:
+    """The tokenizer of a corpus small enough to need no store (post-training examples): the
+    workdir's if it was made for this data, else trained on it and saved there."""
+    if cfg.tokenizer == "hf":
+        return _hf_tokenizer(workdir)
+    spec = tokenizer_spec(cfg, source)
+    tok = workdir_tokenizer(workdir, spec, cfg.tokenizer) or train_tokenizer(cfg, source)
+    if workdir:
+        _save_to_workdir(tok, workdir, spec)
+    return tok
+
+
 def _hf_tokenizer(workdir: str | None) -> Tokenizer:
     """data.tokenizer='hf': the pretrained model's tokenizer, put into the workdir by `lm import`
     or the init_from config key (lm/hf); it is never trained from the data."""
