@@ -46,7 +46,8 @@ from lm.scaling import records as scaling_records
 from lm.config import ConfigError, config_hash, set_dotted
 from lm.errors import LmError
 
-METRICS = ("loss", "bits_per_byte", "perplexity", "accuracy", "excess_bits_per_byte")
+METRICS = ("loss", "bits_per_byte", "perplexity", "accuracy", "excess_bits_per_byte",
+           "preference_accuracy", "reward_margin")  # the last two: train.objective=dpo
 SPLITS = ("valid",)  # the trainer's summary evaluates on valid
 
 
@@ -151,6 +152,9 @@ def parse_sets(sets) -> list[tuple[str, str]]:
 
 # ---------------------------------------------------------------------------------------------
 # Loading an experiment file.
+
+INIT_FROM_EXPERIMENT = "experiment:"
+
 
 def load_module(path: str):
     if not os.path.isfile(path):
@@ -362,6 +366,7 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
         progress: bool = True, train_fn=None) -> tuple[dict, str]:
     """Train one rung, decide its verdict, write the record; returns (record, path)."""
     config = load_config(path, rung, sets)
+    resolve_init_from(config, progress=progress)  # a base experiment is trained (once) first
     if config.get("init_from"):  # an unreachable pretrained model is bad input, not a broken run
         from lm.hf import pretrained
         pretrained.describe(config.init_from)
@@ -497,6 +502,33 @@ def _main_after_barrier() -> bool:
 
         multihost_utils.sync_global_devices("lm run: workdir done")
     return archive.is_main_process()
+
+
+def resolve_init_from(config, *, progress: bool = True) -> None:
+    """init_from='experiment:FILE.py:RUNG' -> the workdir of that rung, trained once and cached.
+
+    A chain (pretrain -> SFT -> DPO) stays a set of experiment files: the base rung is trained
+    by the same trainer into <data dir>/bases/<name>-<rung>-<config hash> (resumable) and
+    reused while its resolved config is unchanged. Other init_from values pass through.
+    """
+    spec = str(config.get("init_from", "") or "")
+    if not spec.startswith(INIT_FROM_EXPERIMENT):
+        return
+    path, _, rung = spec[len(INIT_FROM_EXPERIMENT):].rpartition(":")
+    if not path:
+        path, rung = rung, ""
+    base = load_config(resolve_file(path), rung or None)
+    resolve_init_from(base, progress=progress)  # a base may start from another base
+    from lm import trainer
+    from lm.data.sources import data_dir
+
+    name = f"{base.experiment.name}-{base.experiment.rung or 'base'}-{config_hash(base)}"
+    workdir = os.path.join(data_dir(base.data), "bases", name)
+    done = _read_json(os.path.join(workdir, "summary.json")) or {}
+    if done.get("step") != int(base.train.steps):
+        print(f"init_from: training {spec} into {workdir}", file=sys.stderr)
+        trainer.train(base, workdir, progress=progress)
+    config.init_from = workdir
 
 
 def _read_json(path: str):

@@ -125,7 +125,7 @@ def dpo_sums(model, params, ref_params, batch: dict, *, beta: float, label_smoot
     """DPO loss and its diagnostics as sums over pairs (the trainer divides by pair_sum).
 
     Returns (sums, mutated). Sums: dpo_sum (the loss), pair_sum, correct_sum (pairs with
-    z > 0: preference accuracy), margin_sum (z, the reward margin),
+    z > 0, ties count half: preference accuracy, 0.5 at step 0), margin_sum (z, the reward margin),
     chosen_reward_sum / rejected_reward_sum (beta * log-ratio), chosen_logp_sum /
     rejected_logp_sum (policy), kl_sum and kl_tokens (exact per-token KL(pi || ref) over the
     response positions of both rows).
@@ -150,7 +150,7 @@ def dpo_sums(model, params, ref_params, batch: dict, *, beta: float, label_smoot
     kl = jnp.sum(jnp.exp(logp) * (logp - jax.lax.stop_gradient(ref_logp)), axis=-1)
     total = lambda x: jnp.sum(x * mask)
     sums = {
-        "dpo_sum": total(loss), "pair_sum": jnp.sum(mask), "correct_sum": total((z > 0).astype(jnp.float32)),
+        "dpo_sum": total(loss), "pair_sum": jnp.sum(mask), "correct_sum": total((z > 0) + 0.5 * (z == 0)),  # a tie is a coin flip
         "margin_sum": total(z), "chosen_reward_sum": total(chosen_reward),
         "rejected_reward_sum": total(rejected_reward), "chosen_logp_sum": total(pi_c),
         "rejected_logp_sum": total(pi_r), "kl_sum": jnp.sum(kl * rows["weights"]),

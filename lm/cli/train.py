@@ -35,8 +35,10 @@ def main(argv):
     if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
         _fail(f"--workdir={_WORKDIR.value} is a file, not a directory")
     from lm import trainer  # jax.distributed: started by the dispatcher (lm/cli/_multihost.py)
+    from lm.experiment import resolve_init_from
 
     config, _ = _config_flag.load(_CONFIG)
+    resolve_init_from(config, progress=_PROGRESS.value)  # experiment:FILE.py:RUNG -> its workdir
     summary = trainer.train(config, _WORKDIR.value, progress=_PROGRESS.value)
     import jax
 
