@@ -24,6 +24,7 @@ def get_config(arg=None):
     c.train.update(objective="dpo", dpo_beta=0.1, steps=100, batch_size=16, learning_rate=1e-3,
                    warmup_steps=10, weight_decay=0.0, log_every=10, eval_every=20, eval_batches=0,
                    checkpoint_every=0, sample_tokens=0)
+    c.evals.update(tasks="sort_5", num_examples=100)  # greedy answers that come out sorted
     c.experiment.update(
         name="dpo_sorted",
         hypothesis=("DPO on (sorted, unsorted) answer pairs teaches a model that rarely sorts to "

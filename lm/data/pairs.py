@@ -7,8 +7,8 @@
                             weights 1 on the response's targets only.
 
 Examples come from data.path (jsonl, one JSON object per line; `train=FILE,valid=FILE` for split
-files, else the last 10% of examples are valid), from a hub dataset (data.hf_name, split
-data.hf_split... through `datasets`), or from a generated task (data.path='synthetic:sorted').
+files, else the last 10% of examples are valid), from a hub dataset (data.hf_name and
+data.hf_config through `datasets`: its train and validation/test splits), or from a generated task (data.path='synthetic:sorted').
 Field names are data.prompt_field / response_field / chosen_field / rejected_field.
 
 Templates (data.template): 'plain' joins prompt and response as they are; 'chat' wraps them in
@@ -46,19 +46,24 @@ _CHAT = ("### User:\n{prompt}\n### Assistant:\n", "{response}\n### End\n")
 
 # ----------------------------------------------------------------------------- examples
 
-def sorted_task(n: int, seed: int, *, letters: int = 5, alphabet: str = "abcdefghij") -> list:
-    """n examples of the 'sorted' task: prompt, response (random order), chosen (sorted), rejected."""
-    rng = np.random.default_rng(seed)
+def sorted_task(n: int, seed: int, *, split: str = "train", letters: int = 5) -> list:
+    """n examples of the 'sorted' task: prompt, response (random order), chosen (sorted), rejected.
+
+    Prompts are those of the eval task sort_<letters> (lm/evals/tasks.py), from its stream for
+    `split` (train or valid), so they never coincide with the task's eval examples.
+    """
+    from lm.evals import tasks
+
+    task, rng = tasks.get_task(f"sort_{letters}"), np.random.default_rng([seed, letters, tasks.STREAMS[split]])
     out = []
-    for _ in range(n):
-        picked = rng.choice(len(alphabet), size=letters, replace=False)
-        shuffled = rng.permutation(picked)
-        while np.all(np.diff(shuffled) > 0):  # the rejected answer must not happen to be sorted
-            shuffled = rng.permutation(picked)
-        answer = rng.permutation(picked)
-        word = lambda ids: "".join(alphabet[i] for i in ids)
-        out.append({"prompt": f"Q: {word(picked)}\nA: ", "response": word(answer) + "\n",
-                    "chosen": word(np.sort(picked)) + "\n", "rejected": word(shuffled) + "\n"})
+    for i in range(n):
+        ex = task.example(i, seed, split)
+        word = ex.prompt.split("\n")[0][3:]  # "Q: dbgai\nA: " -> "dbgai"
+        shuffled = "".join(rng.permutation(list(word)))
+        while shuffled == ex.answer:  # the rejected answer must not happen to be sorted
+            shuffled = "".join(rng.permutation(list(word)))
+        out.append({"prompt": ex.prompt, "response": "".join(rng.permutation(list(word))) + "\n",
+                    "chosen": ex.answer + "\n", "rejected": shuffled + "\n"})
     return out
 
 
@@ -113,7 +118,7 @@ def load_examples(cfg, seed: int) -> dict:
         if task not in SYNTHETIC_TASKS:
             raise ConfigError(f"data.path={path!r}: unknown synthetic task; choose from {SYNTHETIC_TASKS}")
         n_train, n_valid = int(cfg.train_tokens) // 16, int(cfg.eval_tokens) // 16  # ~16 tokens each
-        return {"train": sorted_task(n_train, seed), "valid": sorted_task(n_valid, seed + 10_000)}
+        return {"train": sorted_task(n_train, seed), "valid": sorted_task(n_valid, seed, split="valid")}
     if cfg.hf_name:
         return _load_hf(cfg)
     if not path:

@@ -14,6 +14,8 @@ an unknown name is an error listing the families.
                                                          "12@30=43\\n5@61=67\\n40@2=43\\n7@11=" -> "19" (a+b+1)
     sparse parity          sparse_parity_8_3             "01101001>" -> "1" (parity of 3 fixed hidden bits;
                                                          multiple choice between "0" and "1")
+    sort                   sort_5                        "Q: dbgai\nA: " -> "abdgi" (distinct letters of a-j;
+                                                         the property experiments/dpo_sorted.py rewards)
 
 Every example ends with "\\n" (the stop string). Example i of a stream depends only on
 (seed, task, stream, i), so examples do not change when more are asked for. Streams: eval
@@ -107,6 +109,14 @@ def _sparse_parity(rng, n, k, hidden):
     return Example("".join(map(str, bits)) + ">", str(int(bits[list(hidden)].sum() % 2)), ("0", "1"))
 
 
+SORT_ALPHABET = "abcdefghij"
+
+
+def _sort(rng, n):
+    word = "".join(SORT_ALPHABET[i] for i in rng.choice(len(SORT_ALPHABET), n, replace=False))
+    return Example(f"Q: {word}\nA: ", "".join(sorted(word)))
+
+
 FAMILIES = {
     # name: (parameter names, defaults, (min values), example function)
     "copy": (("length",), (8,), (1,), _copy),
@@ -116,8 +126,9 @@ FAMILIES = {
     "modular": (("modulus",), (23,), (2,), _modular),
     "modified_arithmetic": (("digits", "demos"), (2, 3), (1, 1), _modified_arithmetic),
     "sparse_parity": (("bits", "relevant"), (8, 3), (1, 1), _sparse_parity),
+    "sort": (("letters",), (5,), (2,), _sort),
 }
-LIMITS = {"recall": (26,)}  # at most 26 distinct letter keys
+LIMITS = {"recall": (26,), "sort": (len(SORT_ALPHABET),)}  # distinct letters
 
 
 class Task:
