@@ -445,11 +445,11 @@ def for_run(config, workdir=None) -> dict | None:
     """record_baselines of a run's data and held-out split (cached), or None when they cannot
     be computed: a finished run is never lost to its baselines. Multi-process runs skip them:
     rebuilding the dataset on process 0 alone would wait at the store's barrier for the others
-    (`lm baselines` computes them on one host)."""
+    (`lm baselines` computes them on one host). Post-training data (sft, preference) has none."""
     import jax
 
-    if jax.process_count() > 1:
-        return None
+    if jax.process_count() > 1 or config.data.source in ("sft", "preference"):
+        return None  # post-training examples: no held-out text stream to compress
     try:
         return record_baselines(cached_baselines(config, workdir=workdir))
     except Exception as err:  # noqa: BLE001 -- reported, never fatal
