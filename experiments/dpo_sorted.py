@@ -21,8 +21,8 @@ def get_config(arg=None):
     c.data.update(source="preference", path="synthetic:sorted", tokenizer="byte",
                   train_tokens=64_000, eval_tokens=8_000)
     c.model.update(max_len=64, d_model=64, num_layers=2, num_heads=4, position="rope")
-    c.train.update(objective="dpo", dpo_beta=0.1, steps=100, batch_size=16, learning_rate=1e-3,
-                   warmup_steps=10, weight_decay=0.0, log_every=10, eval_every=20, eval_batches=0,
+    c.train.update(objective="dpo", dpo_beta=0.1, steps=100, batch_size=16, learning_rate=5e-4,
+                   warmup_steps=5, weight_decay=0.0, log_every=10, eval_every=20, eval_batches=0,
                    checkpoint_every=0, sample_tokens=0)
     c.evals.update(tasks="sort_5", num_examples=100)  # greedy answers that come out sorted
     c.experiment.update(
