@@ -31,7 +31,7 @@ def get_config(arg=None):
                     "prefer sorted answers: held-out preference accuracy rises from 0.5 to >= 0.9."),
         metric="preference_accuracy", comparator=">=", threshold=0.9, split="valid")
     c.experiment.ladder = ladder(
-        d0={"train.steps": 5},
+        d0={"train.steps": 1},
         d1={"train.steps": 20},
         d2={"train.steps": 100},
     )
