@@ -76,18 +76,7 @@ def snapshot(*roots):
     return files
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    """A persistent XLA cache for this module: the tiny configs compile once."""
-    path = str(tmp_path_factory.mktemp("xla_cache"))
-    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-            "jax_persistent_cache_min_entry_size_bytes")
-    old = {k: getattr(jax.config, k) for k in keys}
-    for k, v in zip(keys, (path, 0, 0)):
-        jax.config.update(k, v)
-    yield path
-    for k, v in old.items():
-        jax.config.update(k, v)
+pytestmark = pytest.mark.usefixtures("compile_cache")  # tests/conftest.py: compile once
 
 
 @pytest.fixture(scope="module")

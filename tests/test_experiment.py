@@ -38,20 +38,6 @@ FIELDS = ["id", "experiment", "experiment_file", "rung", "hypothesis", "criterio
           "command", "parent", "prediction", "devices", "mesh"]
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """A persistent XLA cache for this module: reruns of the same config skip compilation."""
-    import jax
-
-    path = str(tmp_path_factory.mktemp("xla_cache"))
-    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-            "jax_persistent_cache_min_entry_size_bytes")
-    old = {k: getattr(jax.config, k) for k in keys}
-    for k, v in zip(keys, (path, 0, 0)):
-        jax.config.update(k, v)
-    yield path
-    for k, v in old.items():
-        jax.config.update(k, v)
 
 
 @pytest.fixture

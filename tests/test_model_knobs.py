@@ -7,7 +7,7 @@ import math
 import jax
 import numpy as np
 import pytest
-from test_models import _decode_in_steps, forward, init, tiny, tokens
+from test_models import assert_decode_matches_forward, forward, init, tiny, tokens
 
 from lm import attention, models
 from lm.config import ConfigError
@@ -24,19 +24,7 @@ ALL_KNOBS = dict(position="rope", norm="rmsnorm", use_bias=False, qkv_bias=True,
          tie_embeddings=False, d_model=64),
 ])
 def test_kv_cache_decode_matches_full_forward_with_knobs(kw):
-    cfg = tiny(max_len=10, **kw)
-    model, params = init(cfg)
-    tgt = tokens(11, (2, 10))
-    full = forward(model)(params, tgt)
-
-    @jax.jit
-    def step(cache, tok):
-        logits, mutated = model.apply({"params": params, "cache": cache}, tok, decode=True,
-                                      mutable=["cache"])
-        return logits, mutated["cache"]
-
-    cache = models.init_cache(model, 2, cfg.max_len)
-    np.testing.assert_allclose(_decode_in_steps(step, cache, tgt), full, atol=1e-4, rtol=1e-4)
+    assert_decode_matches_forward(tiny(max_len=10, **kw))
 
 
 def test_sliding_window_limits_what_a_query_sees():

@@ -299,7 +299,11 @@ def _decode_in_steps(step, cache, tgt, prefill=3):
     dict(kernel="performer", num_kv_heads=1, scan_layers=True),  # multi-query
 ])
 def test_decoder_kv_cache_matches_full_forward(kw):
-    cfg = tiny(max_len=10, **kw)
+    assert_decode_matches_forward(tiny(max_len=10, **kw))
+
+
+def assert_decode_matches_forward(cfg):
+    """Prefill, then one token at a time through the KV cache == one full forward pass."""
     model, params = init(cfg)
     tgt = tokens(11, (2, 10))
     full = forward(model)(params, tgt)
