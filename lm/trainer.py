@@ -1,10 +1,10 @@
 """The trainer: train state, jitted train / eval steps over a device mesh, the loop.
 
     train(config, workdir)        train (or resume) and return a summary dict
-    evaluate(run, params, ...)    loss, bits per byte, perplexity, accuracy on a split
+    evaluate(params, ...)         loss, bits per byte, perplexity, accuracy on a split (lm.evaluation)
     load_workdir(workdir)         (config, model, params, dataset) of a trained workdir
 
-The train state is a plain dict {step, params, opt_state, rng}. Steps are `jax.jit` with
+The train state is a plain dict {step, params, opt_state, rng} (DPO adds the frozen ref_params). Steps are `jax.jit` with
 in/out shardings from the logical-axis rules (lm.sharding) and a donated state: the modern
 form of pjit. Inside the loop Python only feeds batches (built one ahead on a thread and put
 on the devices early); losses come back to the host every log_every steps, not every step.
@@ -37,14 +37,13 @@ from flax import linen as nn
 from lm import checkpoint as ckpt_lib
 from lm import guard as guard_lib
 from lm import objectives, optim, remote, sharding
+from lm.evaluation import eval_params, evaluate, make_eval_step, run_eval  # noqa: F401  (trainer API)
 from lm import trackers
 from lm import workdir as workdir_files
 from lm.files import atomic_write
 from lm.workdir import read_metrics  # noqa: F401  (part of the trainer API)
 from lm.config import ConfigError, ModelConfig, model_config
 from lm.precision import resolve_dtype
-
-LOG2 = math.log(2.0)
 
 
 # ----------------------------------------------------------------------------- setup
@@ -313,100 +312,6 @@ def make_train_step(run: Run):
                    out_shardings=(run.state_shardings, rep), donate_argnums=0)
 
 
-def eval_params(state: dict):
-    """What the eval step reads: the params, or for DPO the policy with its reference."""
-    if "ref_params" in state:
-        return {"policy": state["params"], "ref": state["ref_params"]}
-    return state["params"]
-
-
-def make_eval_step(model, config, token_bytes, mesh, param_shardings):
-    """jit(params, batch) -> sums of nll, weight, correct predictions and target bytes
-    (DPO: jit({policy, ref}, batch) -> the DPO sums; param_shardings as eval_params gives)."""
-    objective, masking = config.train.objective, bool(config.data.document_masking)
-    token_bytes = np.asarray(token_bytes, np.float32)
-    if objective == "dpo":
-        t = config.train
-
-        def dpo_eval(both, batch):
-            return objectives.dpo_sums(model, both["policy"], both["ref"], batch, beta=float(t.dpo_beta),
-                                       label_smoothing=float(t.dpo_label_smoothing))[0]
-        return jax.jit(dpo_eval, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
-                       out_shardings=sharding.replicated(mesh))
-
-    def eval_fn(params, batch):
-        logits, targets, weights, _ = objectives.forward(
-            model, params, batch, objective=objective, document_masking=masking)
-        sums = objectives.cross_entropy_sums(logits, targets, weights)
-        del sums["z_sum"]
-        sums["byte_sum"] = jnp.sum(jnp.asarray(token_bytes)[targets] * weights)
-        return sums
-
-    return jax.jit(eval_fn, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
-                   out_shardings=sharding.replicated(mesh))
-
-
-def eval_metrics(sums: dict) -> dict:
-    """Per-token and per-byte figures from summed eval statistics (DPO: per-pair figures)."""
-    if "dpo_sum" in sums:
-        out = {k: float(v) for k, v in objectives.dpo_metrics(sums).items()}
-        return {**out, "pairs": int(round(float(sums["pair_sum"])))}
-    w = max(float(sums["weight_sum"]), 1e-9)
-    loss = float(sums["nll_sum"]) / w
-    return {
-        "loss": loss,
-        "bits_per_byte": float(sums["nll_sum"]) / LOG2 / max(float(sums["byte_sum"]), 1e-9),
-        "perplexity": math.exp(min(loss, 700.0)),
-        "accuracy": float(sums["correct_sum"]) / w,
-        "tokens": int(round(float(sums["weight_sum"]))),
-        "bytes": int(round(float(sums["byte_sum"]))),
-    }
-
-
-def _eval_batch_size(config, mesh) -> int:
-    """The training micro-batch (it fits in memory), rounded to split over mesh and processes."""
-    unit = sharding.batch_axis_size(mesh)  # a multiple of the process slices
-    micro = config.train.batch_size // max(config.train.grad_accum, 1)
-    return max(unit, micro // unit * unit)
-
-
-def _run_eval(eval_step, params, dataset, config, mesh, split: str, max_batches: int) -> dict:
-    if split not in dataset.splits:
-        raise ValueError(f"split {split!r} is not one of the dataset's splits {list(dataset.splits)}")
-    batches = dataset.eval_batches(
-        split, _eval_batch_size(config, mesh), max_batches=max_batches,
-        **sharding.feed_slice(mesh))
-    total = None
-    with sharding.activate(mesh):
-        for local in batches:
-            sums = eval_step(params, sharding.global_batch(local, mesh))
-            total = sums if total is None else jax.tree.map(jnp.add, total, sums)
-    if total is None:
-        raise ValueError(f"split {split!r} gave no eval batches")
-    return eval_metrics(jax.device_get(total))
-
-
-def evaluate(params, *, model, dataset, config, split: str = "valid",
-             max_batches: int | None = None) -> dict:
-    """Loss (nats/token), bits_per_byte, perplexity, accuracy (and tokens, bytes counted)
-    of `params` on a split: exact sums over the split, divided once at the end.
-
-    Arguments as `load_workdir` returns them. Params stay where they are: the mesh is the
-    one they are sharded over. max_batches None means config.train.eval_batches, 0 the
-    whole split.
-    """
-    if max_batches is None:
-        max_batches = int(config.train.eval_batches)
-    leaf = jax.tree.leaves(params)[0]
-    mesh = getattr(getattr(leaf, "sharding", None), "mesh", None)
-    if not isinstance(mesh, jax.sharding.Mesh):  # plain arrays: one device
-        mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})
-        params = jax.device_put(params, sharding.replicated(mesh))
-    param_shardings = jax.tree.map(lambda x: x.sharding, params)
-    step = make_eval_step(model, config, dataset.tokenizer.token_bytes, mesh, param_shardings)
-    return _run_eval(step, params, dataset, config, mesh, split, max_batches)
-
-
 # ----------------------------------------------------------------------------- input feeding
 
 class _Prefetch:
@@ -554,7 +459,7 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float, mir
                         (done - last_step) * tokens_per_step / (now - last_time)
                         if done > last_step else None)
                     if evaluated:
-                        final = _run_eval(eval_step, eval_params(state), run.dataset, config,
+                        final = run_eval(eval_step, eval_params(state), run.dataset, config,
                                           run.mesh, "valid", t.eval_batches)
                         final.update(task_eval(state["params"]) if task_eval else {})
                         record.update({f"eval_{k}": v for k, v in final.items()})
@@ -598,7 +503,7 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float, mir
             writer.close()
 
     if final is None:  # resumed at the end: evaluate the restored state
-        final = _run_eval(eval_step, eval_params(state), run.dataset, config, run.mesh, "valid",
+        final = run_eval(eval_step, eval_params(state), run.dataset, config, run.mesh, "valid",
                           t.eval_batches)
         final.update(task_eval(state["params"]) if task_eval else {})
     sample = ""
