@@ -97,15 +97,20 @@ def _llama_layer(cfg: ModelConfig, i: int) -> list:
     return out
 
 
+def _layer_norms(prefix: str, layer: tuple, names) -> list:
+    """LayerNorm weight and bias, as they are, for each (HF name, lm name) of a layer."""
+    out = []
+    for hf_name, lm_name in names:
+        out += [_same(prefix + hf_name + ".weight", layer + (lm_name, "scale")),
+                _same(prefix + hf_name + ".bias", layer + (lm_name, "bias"))]
+    return out
+
+
 def _gpt2_layer(cfg: ModelConfig, i: int) -> list:
     d, h, e = cfg.d_model, cfg.num_heads, cfg.head_size
     p = f"transformer.h.{i}."
     lp = ("decoder", f"layer_{i}")
-    out = []
-    for hf_name, lm_name in (("ln_1", "attn_norm"), ("ln_2", "mlp_norm")):
-        out += [_same(p + hf_name + ".weight", lp + (lm_name, "scale")),
-                _same(p + hf_name + ".bias", lp + (lm_name, "bias"))]
-    return out + [  # Conv1D weights are [in, out]: reshapes only
+    return _layer_norms(p, lp, (("ln_1", "attn_norm"), ("ln_2", "mlp_norm"))) + [  # Conv1D weights are [in, out]: reshapes only
         _reshape(p + "attn.c_attn.weight", lp + ("attn", "qkv"), (d, 3, h, e), (d, 3 * h * e)),
         _reshape(p + "attn.c_attn.bias", lp + ("attn", "qkv_bias"), (3, h, e)),
         Entry(lp + ("attn", "out"), (p + "attn.c_proj.weight",), lambda w: w.reshape(h, e, d),
@@ -120,12 +125,9 @@ def _neox_layer(cfg: ModelConfig, i: int) -> list:
     d, h, e = cfg.d_model, cfg.num_heads, cfg.head_size
     p = f"gpt_neox.layers.{i}."
     lp = ("decoder", f"layer_{i}")
-    out = []
-    for hf_name, lm_name in (("input_layernorm", "attn_norm"), ("post_attention_layernorm", "mlp_norm")):
-        out += [_same(p + hf_name + ".weight", lp + (lm_name, "scale")),
-                _same(p + hf_name + ".bias", lp + (lm_name, "bias"))]
+    norms = _layer_norms(p, lp, (("input_layernorm", "attn_norm"), ("post_attention_layernorm", "mlp_norm")))
     # query_key_value rows are [H, 3, E] (per head: q, k, v), columns D.
-    return out + [
+    return norms + [
         Entry(lp + ("attn", "qkv"), (p + "attention.query_key_value.weight",),
               lambda w: w.reshape(h, 3, e, d).transpose(3, 1, 0, 2),
               lambda y: (y.transpose(2, 1, 3, 0).reshape(h * 3 * e, d),)),
