@@ -9,8 +9,6 @@ or be empty; it is written beside and renamed into place when complete.
 """
 
 import json
-import os
-import sys
 
 from absl import flags
 
@@ -24,13 +22,7 @@ _CHECKPOINT = flags.DEFINE_integer("checkpoint", None, "Checkpoint step; default
 def main(argv):
     from lm.cli._hf import export_workdir
 
-    try:
-        if len(argv) > 1:
-            raise ValueError(f"unexpected arguments {argv[1:]} (flags are --name=value)")
-        result = export_workdir(_WORKDIR.value, _OUT.value, _CHECKPOINT.value)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        if os.environ.get("LM_DEBUG"):
-            raise
-        text = str(e).strip().splitlines()
-        sys.exit(f"lm export: error: {text[0] if text else type(e).__name__}")
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments {argv[1:]} (flags are --name=value)")
+    result = export_workdir(_WORKDIR.value, _OUT.value, _CHECKPOINT.value)
     print(json.dumps(result))

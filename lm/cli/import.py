@@ -10,7 +10,6 @@ The workdir is built beside DIR and renamed into place only when complete.
 """
 
 import json
-import os
 import sys
 
 from absl import flags
@@ -30,13 +29,7 @@ def main(argv):
                  f"{argv[1:]}; usage: lm import SOURCE --workdir=DIR")
     from lm.cli._hf import import_model
 
-    try:
-        out = import_model(argv[1], _WORKDIR.value, max_len=_MAX_LEN.value,
-                           data_source=_DATA_SOURCE.value, data_path=_DATA_PATH.value,
-                           dtype=_DTYPE.value)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        if os.environ.get("LM_DEBUG"):
-            raise
-        text = str(e).strip().splitlines()
-        sys.exit(f"lm import: error: {text[0] if text else type(e).__name__}")
+    out = import_model(argv[1], _WORKDIR.value, max_len=_MAX_LEN.value,
+                       data_source=_DATA_SOURCE.value, data_path=_DATA_PATH.value,
+                       dtype=_DTYPE.value)
     print(json.dumps(out))
