@@ -33,6 +33,8 @@ from lm.experiment import apply_rung, ladder
 
 NANOGPT = {"model.init_scheme": "nanogpt", "train.decay_mask": "nanogpt",
            "data.sampling": "random_windows", "train.eval_batches": 200}
+# nanoGPT's layers exactly: torch's erf GELU and LayerNorm eps (scripts/nanogpt_parity.py).
+NANOGPT_LAYERS = {"model.mlp": "gelu_exact", "model.norm_eps": 1e-5}
 
 MODERN_ARCH = {"model.position": "rope", "model.norm": "rmsnorm", "model.mlp": "swiglu"}
 MODERN_SCHEDULE = {"train.schedule": "wsd", "train.cooldown_fraction": 0.3,
@@ -65,7 +67,7 @@ def get_config(arg=None):
         # nanoGPT's baby run in every respect that matters: its init (positions N(0, 0.02)),
         # its decay mask (every 2-D weight, embeddings included), random windows, and val loss
         # estimated as nanoGPT's estimate_loss does (eval_iters=200 random batches of 12).
-        reproduce={"train.steps": 2000, **NANOGPT},
+        reproduce={"train.steps": 2000, **NANOGPT, **NANOGPT_LAYERS},
         # Same data, eval, steps and parameters (800,000 vs 804,096: rotary positions drop the
         # position table, SwiGLU's 344-wide MLP adds 1,024 a layer), what the field learned
         # since: rotary positions, RMSNorm, SwiGLU, warmup-stable-decay to 0, Muon on the block

@@ -181,3 +181,48 @@ def test_wsd_schedule_and_muon_dimensions():
     assert got == {"attn/qkv": ((0,), (2, 3)), "attn/out": ((0, 1), (2,)),
                    "mlp/wi": ((0,), (2,)), "mlp/wo": ((0,), (1,))}
     assert all(v is None for k, v in flat.items() if "embed" in k or "norm" in k)
+
+
+def test_reproduce_rung_trains_exactly_like_nanogpt():
+    """nanoGPT's own torch run (scripts/nanogpt_parity.py --fixture: its initial weights, its
+    get_batch windows, its losses and final weights) replayed through the reproduce rung's
+    train step: equal to float32 round-off at every step, so lm's nanoGPT settings are its math."""
+    import os
+    from lm import sharding, trainer
+    from lm.experiment import load_config
+
+    here = os.path.dirname(__file__)
+    fx = np.load(os.path.join(here, "fixtures", "nanogpt", "parity.npz"))
+    shakespeare = os.path.join(here, "..", "..", "shared", "data", "tinyshakespeare", "input.txt")
+    config = load_config(os.path.join(here, "..", "experiments", "shakespeare_char.py"), "reproduce",
+                         [*fx["sets"], f"data.path={shakespeare}"])
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})
+    run = trainer.setup(config, mesh=mesh)
+
+    def tree(tag):
+        out = {}
+        for key in fx.files:
+            if key.startswith(tag + "/"):
+                *path, leaf = key.split("/")[1:]
+                node = out
+                for p in path:
+                    node = node.setdefault(p, {})
+                node[leaf] = fx[key]
+        return out
+
+    with sharding.activate(mesh):
+        state = trainer.init_state(run, jax.device_put(tree("init"), run.param_shardings))
+    step = trainer.make_train_step(run)
+    ones = np.ones(fx["inputs"].shape[1:], np.int32)
+    losses = []
+    for x, y in zip(fx["inputs"], fx["targets"]):
+        batch = {"inputs": x.astype(np.int32), "targets": y.astype(np.int32),
+                 "weights": ones.astype(np.float32), "segment_ids": ones}
+        state, metrics = step(state, jax.device_put(batch, sharding.batch_sharding(mesh)))
+        losses.append(float(metrics["loss"]))
+    np.testing.assert_allclose(losses, fx["losses"], atol=1e-5)
+    assert losses[-1] < losses[0] - 0.2  # it learned, so the match is not two frozen models
+    final = jax.tree.map(np.asarray, state["params"])
+    for (path, ours), theirs in zip(jax.tree_util.tree_flatten_with_path(final)[0],
+                                    jax.tree.leaves(tree("final"))):
+        np.testing.assert_allclose(ours, theirs, atol=1e-5, err_msg=jax.tree_util.keystr(path))
