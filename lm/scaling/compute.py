@@ -28,6 +28,8 @@ import math
 
 import numpy as np
 
+from lm.scaling.fitting import best_fit
+
 
 @dataclasses.dataclass(frozen=True)
 class Trend:
@@ -57,8 +59,6 @@ def fit_trend(compute, loss, *, fix_floor: float | None = None, start: Trend | N
 
     Three starting floors are tried (0, half and 0.9 of the best loss), or just `start`'s
     (bootstrap refits start from the main fit)."""
-    from scipy import optimize  # lazily: listing the archive should not pay for scipy
-
     c = np.asarray(compute, dtype=np.float64)
     y = np.asarray(loss, dtype=np.float64)
     if c.shape != y.shape or c.size < 2:
@@ -80,24 +80,22 @@ def fit_trend(compute, loss, *, fix_floor: float | None = None, start: Trend | N
         floor, log_a, b = unpack(p)
         return floor + np.exp(log_a - b * x) - y
 
-    best = None
     floors = [fix_floor] if fix_floor is not None else [0.0, 0.5 * y_min, 0.9 * y_min]
     if start is not None and fix_floor is None:
         floors = [min(start.floor, 0.999 * y_min)]
-    for f0 in floors:
-        span = max(float(np.mean(y)) - f0, 1e-6)
-        p0 = [math.log(span), 0.3]
-        if start is not None and start.a > 0:
-            p0 = [math.log(start.a) + start.b * math.log(start.c0 / c0), min(max(start.b, 1e-3), 4.9)]
-        lo, hi = [-50.0, 0.0], [50.0, 5.0]
-        if fix_floor is None:
-            p0, lo, hi = [min(f0, y_min * 0.999)] + p0, [0.0] + lo, [max(y_min, 1e-12)] + hi
-        try:
-            sol = optimize.least_squares(residual, p0, bounds=(lo, hi))
-        except ValueError:
-            continue
-        if best is None or sol.cost < best.cost:
-            best = sol
+
+    def starts():
+        for f0 in floors:
+            span = max(float(np.mean(y)) - f0, 1e-6)
+            p0 = [math.log(span), 0.3]
+            if start is not None and start.a > 0:
+                p0 = [math.log(start.a) + start.b * math.log(start.c0 / c0), min(max(start.b, 1e-3), 4.9)]
+            lo, hi = [-50.0, 0.0], [50.0, 5.0]
+            if fix_floor is None:
+                p0, lo, hi = [min(f0, y_min * 0.999)] + p0, [0.0] + lo, [max(y_min, 1e-12)] + hi
+            yield p0, lo, hi
+
+    best = best_fit(residual, starts())
     if best is None:
         raise ValueError("trend fit failed")
     floor, log_a, b = unpack(best.x)

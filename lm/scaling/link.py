@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from lm.scaling.fitting import best_fit
+
 LOSS_LIKE = ("loss", "bits_per_byte", "excess_bits_per_byte", "perplexity")
 
 
@@ -70,8 +72,6 @@ def fit_link(loss, metric, *, loss_like: bool, chance: float = 0.0) -> Link | No
             return Link("linear", (0.0, 1.0))
         beta, alpha = np.polyfit(s, m, 1)
         return Link("linear", (float(alpha), float(beta)))
-    from scipy import optimize
-
     lo = float(min(chance, m.min()))
     top = max(1.0, float(m.max()))
     # The ceiling is only identified once the data pass the sigmoid's midpoint; before that
@@ -82,20 +82,16 @@ def fit_link(loss, metric, *, loss_like: bool, chance: float = 0.0) -> Link | No
         hi, k, l0 = p if free_hi else (top, *p)
         return Link("sigmoid", (lo, hi, k, l0))(s) - m
 
-    best = None
     spread = max(float(np.std(s)), 1e-3)
-    for l0 in np.quantile(s, [0.2, 0.5, 0.8]):
-        for k in (1.0 / spread, 5.0 / spread):
-            p0 = [min(max(float(m.max()), lo + 1e-3), top), k, float(l0)]
-            lb, ub = [lo + 1e-6, 1e-6, s.min() - 10 * spread], [top, 1e4 / spread, s.max() + 10 * spread]
-            if not free_hi:
-                p0, lb, ub = p0[1:], lb[1:], ub[1:]
-            try:
-                sol = optimize.least_squares(resid, p0, bounds=(lb, ub))
-            except ValueError:
-                continue
-            if best is None or sol.cost < best.cost:
-                best = sol
+
+    def starts():
+        for l0 in np.quantile(s, [0.2, 0.5, 0.8]):
+            for k in (1.0 / spread, 5.0 / spread):
+                p0 = [min(max(float(m.max()), lo + 1e-3), top), k, float(l0)]
+                lb, ub = [lo + 1e-6, 1e-6, s.min() - 10 * spread], [top, 1e4 / spread, s.max() + 10 * spread]
+                yield (p0, lb, ub) if free_hi else (p0[1:], lb[1:], ub[1:])
+
+    best = best_fit(resid, starts())
     if best is None:
         return None
     hi, k, l0 = (float(v) for v in (best.x if free_hi else (top, *best.x)))
