@@ -235,6 +235,9 @@ def test_old_records_still_load_list_and_report(tmp_path):
     text = archive.report(recs, str(tmp_path / "report"))
     assert "### emergence_copy" in text and "Backtest" in text
     assert "unpredictable (phase change)" in text  # r3's jump 0.65 -> 0.999 is flagged
+    quick = archive.report(recs, str(tmp_path / "quick"), backtest=False)
+    assert "## Backtest:" in text and "## Backtest:" not in quick and "Backtest left out" in quick
+    assert not os.path.exists(tmp_path / "quick" / "backtest.png")
     ctx2 = archive.find_record(recs, "markov_order-ctx2")
     verdict, reason, _ = archive.decide_verdict(ctx2, recs)
     assert verdict == "inconclusive" and "cannot meet" in reason

@@ -33,6 +33,8 @@ flags.DEFINE_bool("json", False, "Machine-readable output.")
 flags.DEFINE_string("rung", "next", "rerun: 'next' or a rung name.")
 flags.DEFINE_multi_string("set", [], "rerun: extra config override key=value; repeatable.")
 flags.DEFINE_string("out", "experiments/archive/report", "report: output directory.")
+flags.DEFINE_bool("backtest", True, "report: include the backtest section (each larger rung "
+                  "predicted from the smaller ones; the slow part of a report).")
 flags.DEFINE_bool("progress", True, "rerun: show the trainer's progress.")
 FLAGS = flags.FLAGS
 
@@ -152,7 +154,7 @@ def main(argv):
             raise ValueError(f"backtest: no records of experiment {name!r} in {FLAGS.archive}")
         print(archive.format_backtests(archive.backtests(records, name)))
     else:
-        text = archive.report(_reportable(records), FLAGS.out)
+        text = archive.report(_reportable(records), FLAGS.out, backtest=FLAGS.backtest)
         print(text)
         print(f"wrote {FLAGS.out}/report.md", file=sys.stderr)
     return 0
