@@ -6,20 +6,15 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
-import pytest  # noqa: E402
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """A persistent XLA cache for one test module: reruns of the same tiny config skip compiling."""
-    import jax
-
-    path = str(tmp_path_factory.mktemp("xla_cache"))
-    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-            "jax_persistent_cache_min_entry_size_bytes")
-    old = {k: getattr(jax.config, k) for k in keys}
-    for k, v in zip(keys, (path, 0, 0)):
-        jax.config.update(k, v)
-    yield path
-    for k, v in old.items():
-        jax.config.update(k, v)
+# One persistent XLA cache for the whole session, subprocesses and notebook kernels included
+# (they inherit the environment): the many tests that train the same tiny configs compile
+# each program once. Every size and compile time counts (JAX skips < 1 s compiles by default).
+XLA_CACHE = tempfile.mkdtemp(prefix="lm-tests-xla-")
+atexit.register(shutil.rmtree, XLA_CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", XLA_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

@@ -76,7 +76,6 @@ def snapshot(*roots):
     return files
 
 
-pytestmark = pytest.mark.usefixtures("compile_cache")  # tests/conftest.py: compile once
 
 
 @pytest.fixture(scope="module")

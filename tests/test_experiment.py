@@ -125,7 +125,7 @@ def test_rerun_of_not_yet_at_next_rung_links_and_predicts(tiny_file, tmp_path):
     assert len(archive.load_records(a)) == 3
 
 
-def test_end_to_end_and_rerun_command_reproduces(tiny_file, tmp_path, compile_cache):
+def test_end_to_end_and_rerun_command_reproduces(tiny_file, tmp_path):
     a = str(tmp_path / "a")
     rec, path = experiment.run(tiny_file(steps=4), "xs", archive_dir=a, progress=False)
     assert rec["verdict"] != "broken", rec.get("error")
@@ -136,11 +136,9 @@ def test_end_to_end_and_rerun_command_reproduces(tiny_file, tmp_path, compile_ca
     assert again["final"]["loss"] == pytest.approx(rec["final"]["loss"], rel=1e-5)
 
 
-def test_killing_lm_run_leaves_no_partial_record(tiny_file, tmp_path, compile_cache):
+def test_killing_lm_run_leaves_no_partial_record(tiny_file, tmp_path):
     a, wd = tmp_path / "a", tmp_path / "wd"
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-               JAX_COMPILATION_CACHE_DIR=compile_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.Popen([sys.executable, "-m", "lm", "run", tiny_file(steps=100_000), "--rung=xs",
                              f"--archive={a}", f"--workdir={wd}", "--noprogress"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
