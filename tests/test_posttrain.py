@@ -26,6 +26,7 @@ def dpo_config(steps=6, **train):
     c.data.update(source="preference", path="synthetic:sorted", train_tokens=2048, eval_tokens=512)
     c.train.update(objective="dpo", steps=steps, batch_size=8, eval_every=0, log_every=1,
                    sample_tokens=0, warmup_steps=1, checkpoint_every=3, eval_batches=2, **train)
+    c.mesh.update(data=1, fsdp=1, tensor=1)  # one device unless a test says otherwise
     return c
 
 
@@ -67,13 +68,14 @@ def test_prompt_and_padding_tokens_carry_no_loss():
     model = models.build_model(mcfg)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 24), jnp.int32))["params"]
     ref = jax.tree.map(lambda x: x * 0.9, params)
-    base, _ = objectives.dpo_sums(model, params, ref, batch, beta=0.1)
+    dpo_sums = jax.jit(lambda b: objectives.dpo_sums(model, params, ref, b, beta=0.1)[0])
+    base = dpo_sums(batch)
     changed = dict(batch)
     for side in objectives.PAIR_SIDES:  # scramble every token after the end of each row
         pad = batch[f"{side}_segment_ids"] == 0
         changed[f"{side}_inputs"] = np.where(pad, 3, batch[f"{side}_inputs"])
         changed[f"{side}_targets"] = np.where(pad, 4, batch[f"{side}_targets"])
-    again, _ = objectives.dpo_sums(model, params, ref, changed, beta=0.1)
+    again = dpo_sums(changed)
     np.testing.assert_allclose(again["dpo_sum"], base["dpo_sum"], rtol=1e-6)
     # prompt targets have weight 0: the scored tokens decode to the answers only
     w = batch["chosen_weights"][0] > 0
@@ -143,14 +145,22 @@ def test_dpo_loss_and_gradient_equal_a_direct_transcription():
     def direct(p):  # no segment ids: causal attention alone, padding sits after the sequence
         return _direct_dpo(model, p, ref, batch, 0.3, 0.1)
 
-    np.testing.assert_allclose(ours(params), direct(params), rtol=1e-5)
-    g1, g2 = jax.grad(ours)(params), jax.grad(direct)(params)
+    ours, direct = jax.jit(jax.value_and_grad(ours)), jax.jit(jax.value_and_grad(direct))
+    (v1, g1), (v2, g2) = ours(params), direct(params)
+    np.testing.assert_allclose(v1, v2, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_step_zero_loss_is_ln2_and_margin_zero(tmp_path):
-    summary = trainer.train(dpo_config(steps=1), str(tmp_path / "w"), progress=False)
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """One uninterrupted 6-step DPO run on one device: the reference of the tests below."""
+    workdir = str(tmp_path_factory.mktemp("dpo") / "straight")
+    return workdir, trainer.train(dpo_config(steps=6), workdir, progress=False)
+
+
+def test_step_zero_loss_is_ln2_and_margin_zero(straight):
+    _, summary = straight
     first = summary["history"][0]
     assert first["step"] == 1
     assert abs(first["loss"] - math.log(2)) < 1e-6
@@ -158,18 +168,16 @@ def test_step_zero_loss_is_ln2_and_margin_zero(tmp_path):
     assert 0.0 <= summary["final"]["preference_accuracy"] <= 1.0 and summary["final"]["pairs"] > 0
 
 
-def test_dpo_sharded_over_8_devices_equals_one_device(tmp_path):
-    losses = {}
-    for name, mesh in (("one", {"data": 1, "fsdp": 1, "tensor": 1}), ("eight", {"data": 2, "fsdp": 2, "tensor": 2})):
-        c = dpo_config(steps=4)
-        c.mesh.update(mesh)
-        c.model.num_heads = 2
-        s = trainer.train(c, str(tmp_path / name), progress=False)
-        losses[name] = [r["loss"] for r in s["history"]] + [s["final"]["loss"]]
+def test_dpo_sharded_over_8_devices_equals_one_device(tmp_path, straight):
+    c = dpo_config(steps=6)
+    c.mesh.update(data=2, fsdp=2, tensor=2)
+    eight = trainer.train(c, str(tmp_path / "eight"), progress=False)
+    losses = {name: [r["loss"] for r in s["history"]] + [s["final"]["loss"]]
+              for name, s in (("one", straight[1]), ("eight", eight))}
     np.testing.assert_allclose(losses["eight"], losses["one"], rtol=2e-5)
 
 
-def test_dpo_resumes_exactly_after_kill_9(tmp_path):
+def test_dpo_resumes_exactly_after_kill_9(tmp_path, straight):
     cfg_file = tmp_path / "dpo_cfg.py"
     cfg_file.write_text(
         "import sys\nsys.path.insert(0, %r)\nfrom test_posttrain import dpo_config\n"
@@ -185,9 +193,8 @@ def test_dpo_resumes_exactly_after_kill_9(tmp_path):
     killed = run(tmp_path / "a", LM_CRASH_AT_STEP="5")  # checkpoint at 3, killed after 5
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert run(tmp_path / "a").returncode == 0
-    straight = trainer.train(dpo_config(steps=6), str(tmp_path / "b"), progress=False)
     _, _, resumed, _ = trainer.load_workdir(str(tmp_path / "a"), for_eval=True)
-    _, _, direct, _ = trainer.load_workdir(str(tmp_path / "b"), for_eval=True)
+    _, _, direct, _ = trainer.load_workdir(straight[0], for_eval=True)
     for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(direct)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert straight["step"] == 6
+    assert straight[1]["step"] == 6
