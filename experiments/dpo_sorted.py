@@ -1,6 +1,6 @@
 """DPO does its job: preferring sorted answers moves a model that rarely sorts towards sorting.
 
-    lm run experiments/dpo_sorted.py --rung=d2       # trains the SFT base once (cached), then DPO
+    lm run experiments/dpo_sorted.py --rung=d3       # trains the SFT base once (cached), then DPO
     lm archive rerun <id of a not_yet record> --rung=next
 
 The reference and starting point is experiments/sorted_sft.py (answers are random permutations
@@ -11,15 +11,19 @@ What the model generates is measured too, by sampling at temperature 1 (seeded) 
 the pairs never use: task:sort_5/sampled_exact_match is the rate of sorted answers,
 task:sort_5/sampled_valid the rate of answers that are permutations of the prompt's letters.
 
-Measured (base: 96.5% permutations, 0.5% sorted): preference accuracy and the sampled sorted rate
-rise together, d0 -> d2: see the records in experiments/archive. The settings matter: at a
-pretraining-like lr (1e-3) Adam's first steps move every weight by ~lr whatever the gradient, so
-the KL to the reference jumped to ~1 within 10 steps and the model learnt to break unsorted
-answers (rejected log-prob -130, chosen -30: likelihood displacement), which gives preference
-accuracy 1.0 while sampled answers stop being permutations, sorted ones included (0%). At lr 1e-4
-the KL grows smoothly (0.002, 0.03, 0.12 at steps 10, 20, 30). Sweep at lr 1e-4, 300 steps
-(sampled sorted / permutations / KL): beta 0.1: 27% / 29% / 2.7; beta 0.5: 30% / 42% / 1.3;
-beta 1.0: 27% / 54% / 0.8; beta 0.5 with label smoothing 0.05: 19% / 65% / 0.4; 600 steps at
+Rungs: d0 is the reference itself (one step at lr 0: ties count half, accuracy 0.5), d1-d3 are
+30, 100 and 300 steps. Preference accuracy is a sign test on the margin, and every pair shares
+the sorted-vs-unsorted direction: one step at lr 1e-4 (Adam's first step is the gradient's sign)
+already gave accuracy 0.99 with the sampled sorted rate unchanged (1%), and 30 steps 0.996 with
+3%. The sampled rate is what climbs with the steps; the records in experiments/archive hold both.
+
+Why these settings: at a pretraining-like lr (1e-3) Adam's first steps move every weight by ~lr
+whatever the gradient, so the KL to the reference jumped to ~1 within 10 steps and the model learnt
+to break unsorted answers (rejected log-prob -130, chosen -30: likelihood displacement), which
+gives preference accuracy 1.0 while sampled answers stop being permutations, sorted ones included
+(0%). At lr 1e-4 the KL grows smoothly (0.002, 0.03, 0.12 at steps 10, 20, 30). Sweep at lr 1e-4,
+300 steps (sampled sorted / permutations / KL): beta 0.1: 27% / 29% / 2.7; beta 0.5: 30% / 42% /
+1.3; beta 1.0: 27% / 54% / 0.8; beta 0.5 with label smoothing 0.05: 19% / 65% / 0.4; 600 steps at
 beta 0.5: 27%. The cost that remains: many sampled answers that are not sorted are no longer
 permutations either (DPO pushes the rejected answers down more than it pulls the chosen up).
 """
@@ -46,8 +50,9 @@ def get_config(arg=None):
                     "about 1 in 120 to tens of percent."),
         metric="preference_accuracy", comparator=">=", threshold=0.9, split="valid")
     c.experiment.ladder = ladder(
-        d0={"train.steps": 1, "train.eval_every": 1},
+        d0={"train.steps": 1, "train.learning_rate": 0.0, "train.eval_every": 1},  # the reference
         d1={"train.steps": 30, "train.eval_every": 30},
-        d2={"train.steps": 300},
+        d2={"train.steps": 100},
+        d3={"train.steps": 300},
     )
     return apply_rung(c, arg)

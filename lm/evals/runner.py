@@ -50,7 +50,8 @@ def evaluate_task(ev, task, *, num_examples: int, num_fewshot: int = 0, seed: in
     out = metrics.aggregate([s.logprobs for s in scored], [s.greedy for s in scored], generated,
                             [e.answer for e in examples], choice_lls, golds)
     if sample_temperature > 0:
-        valid = [task.valid(e, s) for e, s in zip(examples, samples)] if getattr(task, "valid", None) else None
+        check = getattr(task, "valid", None)  # tasks of other kinds (tests) may have none
+        valid = [check(e, s) for e, s in zip(examples, samples)] if check else None
         out.update(metrics.sampled(samples, [e.answer for e in examples], valid))
     out["pass_metric"] = task.pass_metric
     out["num_examples"] = len(examples)
