@@ -240,7 +240,8 @@ def base_config() -> ml_collections.ConfigDict:
         tasks="",  # comma-separated task names (lm/evals/tasks.py), e.g. "addition_3,copy_8"
         num_examples=64,  # examples per task
         num_fewshot=0,  # solved demonstrations before each prompt
-        seed=0,  # seeds the eval examples (the training corpus uses other streams)
+        seed=0,  # seeds the eval examples (the training corpus uses other streams) and the samples
+        sample_temperature=0.0,  # > 0: answers also sampled at this temperature (sampled_* metrics)
     )
 
     # Mesh axis sizes; one may be -1 to take the remaining devices.

@@ -187,8 +187,10 @@ def test_oracle_answers_score_exact_match_one_and_nll_zero():
     assert good["exact_match"] == 1.0 and good["per_token_accuracy"] == 1.0
     assert good["edit_distance"] == 0.0
     assert good["answer_nll"] < 1e-3 and good["answer_bits"] == pytest.approx(good["answer_nll"] / math.log(2))
-    bad = runner.evaluate_task(ev, ChainTask(wrong=True), num_examples=6)
+    bad = runner.evaluate_task(ev, ChainTask(wrong=True), num_examples=6, sample_temperature=1.0)
     assert bad["exact_match"] < 1.0 and bad["answer_nll"] > 10.0
+    # a logit gap of 60: sampling at temperature 1 gives the greedy answers
+    assert bad["sampled_exact_match"] == bad["exact_match"] and "sampled_valid" not in bad
     # multiple choice through loglikelihood: the right choice has probability ~1
     lls = [ll for ll, _ in ev.loglikelihood([("ab", "cde"), ("ab", "dce")])]
     assert metrics.brier(lls, 0) < 1e-6 and metrics.brier(lls, 1) == pytest.approx(2.0, abs=1e-6)
@@ -239,6 +241,32 @@ def test_unknown_task_lists_the_known_ones():
         criteria.parse("task:addition/exact_match")
     with pytest.raises(ValueError, match="metric one of"):
         criteria.parse("task:addition_3/f1")
+
+
+def test_sampled_metrics_sample_seeded_and_check_validity(random_ev, monkeypatch):
+    ev, calls = random_ev[0], []
+    generate = ev.generate_until
+
+    def recording(requests, **kw):
+        calls.append([dict(r[1]) for r in requests])
+        return generate(requests, **kw)
+
+    monkeypatch.setattr(ev, "generate_until", recording)
+    a = runner.evaluate_task(ev, "addition_2", num_examples=8, seed=3, sample_temperature=1.5)
+    assert a == runner.evaluate_task(ev, "addition_2", num_examples=8, seed=3, sample_temperature=1.5)
+    plain = runner.evaluate_task(ev, "addition_2", num_examples=8, seed=3)
+    assert [len(c) for c in calls] == [8, 8, 8, 8, 8]  # greedy + sampled, twice; greedy only
+    assert all(r["temperature"] == 1.5 and r["seed"] == 3 for r in calls[1]) and "temperature" not in calls[0][0]
+    assert 0.0 <= a["sampled_exact_match"] <= 1.0 and "sampled_valid" not in a and "sampled_exact_match" not in plain
+    sort = tasks.get_task("sort_5")
+    ex = sort.examples(1)[0]
+    assert sort.valid(ex, ex.answer[::-1] + "\n") and sort.valid(ex, ex.answer)
+    assert not sort.valid(ex, ex.answer[:4]) and not sort.valid(ex, ex.answer[:4] + ex.answer[0])
+    assert tasks.get_task("addition_3").valid is None
+    assert metrics.sampled(["ab\n", "ba"], ["ab", "ab"], [True, False]) == {
+        "sampled_exact_match": 0.5, "sampled_valid": 0.5}
+    with pytest.raises(ValueError, match="sample_temperature must be >= 0"):
+        runner.evaluate_task(ev, "addition_2", num_examples=2, sample_temperature=-1.0)
 
 
 def test_metrics_by_hand():

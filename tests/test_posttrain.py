@@ -154,18 +154,24 @@ def test_dpo_loss_and_gradient_equal_a_direct_transcription():
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
-    """One uninterrupted 6-step DPO run on one device: the reference of the tests below."""
+    """One uninterrupted 6-step DPO run on one device: the reference of the tests below. It also
+    samples sort_5 answers at its final eval, as dpo_sorted.py does (training is unaffected)."""
     workdir = str(tmp_path_factory.mktemp("dpo") / "straight")
-    return workdir, trainer.train(dpo_config(steps=6), workdir, progress=False)
+    c = dpo_config(steps=6)
+    c.evals.update(tasks="sort_5", num_examples=4, sample_temperature=1.0)
+    return workdir, trainer.train(c, workdir, progress=False)
 
 
 def test_step_zero_loss_is_ln2_and_margin_zero(straight):
     _, summary = straight
-    first = summary["history"][0]
+    first, final = summary["history"][0], summary["final"]
     assert first["step"] == 1
     assert abs(first["loss"] - math.log(2)) < 1e-6
     assert first["reward_margin"] == 0.0 and first["kl"] < 1e-6
-    assert 0.0 <= summary["final"]["preference_accuracy"] <= 1.0 and summary["final"]["pairs"] > 0
+    assert 0.0 <= final["preference_accuracy"] <= 1.0 and final["pairs"] > 0
+    # the sampled rates reach the final metrics (and so the record): multiples of 1/4 here
+    for key in ("task/sort_5/sampled_exact_match", "task/sort_5/sampled_valid"):
+        assert final[key] * 4 == round(final[key] * 4) and 0.0 <= final[key] <= 1.0
 
 
 def test_dpo_sharded_over_8_devices_equals_one_device(tmp_path, straight):

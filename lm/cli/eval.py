@@ -1,5 +1,5 @@
 """`lm eval --workdir=DIR [--split=valid|test] [--checkpoint=STEP] [--max_batches=N] [--baselines]`
-`lm eval --workdir=DIR --tasks=addition_3,copy_8 [--num_fewshot=K] [--limit=N] [--seed=S]`
+`lm eval --workdir=DIR --tasks=addition_3,copy_8 [--num_fewshot=K] [--limit=N] [--seed=S] [--temperature=T]`
 `lm eval --workdir=DIR --harness_tasks=NAME[,NAME] [--include_path=DIR] [--num_fewshot=K] [--limit=N]`
 
 Evaluates a trained workdir on a split and prints one JSON object: loss (nats/token),
@@ -28,7 +28,8 @@ _HARNESS = flags.DEFINE_string("harness_tasks", "", "Comma-separated lm-evaluati
 _INCLUDE = flags.DEFINE_string("include_path", "", "Directory of extra harness task YAMLs.")
 _FEWSHOT = flags.DEFINE_integer("num_fewshot", 0, "Solved demonstrations before each prompt.")
 _LIMIT = flags.DEFINE_integer("limit", 64, "Examples per task (harness: at most this many; 0 all).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the built-in tasks' examples.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the built-in tasks' examples (and samples).")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "> 0: also sample answers (sampled_* metrics).")
 
 
 def _tasks(step):
@@ -39,7 +40,7 @@ def _tasks(step):
         raise ValueError(f"--limit={_LIMIT.value}: built-in tasks need at least 1 example")
     ev = Evaluator.from_workdir(_WORKDIR.value, step=step)
     return runner.run_tasks(ev, _TASKS.value, num_examples=_LIMIT.value, num_fewshot=_FEWSHOT.value,
-                            seed=_SEED.value), ev.step
+                            seed=_SEED.value, sample_temperature=_TEMPERATURE.value), ev.step
 
 
 @one_line_errors("eval")

@@ -264,7 +264,9 @@ class Evaluator:
         return getattr(self.tokenizer, "eos_id", None)
 
     def generate_until(self, requests: Sequence[tuple[str, dict]], *, strict: bool = True) -> list[str]:
-        """Greedy (or sampled) continuations of each context, cut before the first stop string."""
+        """Greedy (or sampled) continuations of each context, cut before the first stop string.
+        Sampling is seeded: a batch of requests draws with seed + 7919 * its index, so rows of
+        different batches do not share their random numbers."""
         plans = []
         for context, kwargs in requests:
             until, max_gen, temperature, top_k, top_p, seed = self._settings(kwargs)
@@ -290,7 +292,7 @@ class Evaluator:
                                      np.int32)  # a fixed batch: one program per prompt length
                 g = sampling.generate_full(self.model, self.params, prompts, max_new_tokens=max_gen,
                                            temperature=temperature, top_k=top_k, top_p=top_p,
-                                           seed=seed, eos_id=stop)
+                                           seed=seed + 7919 * (start // B), eos_id=stop)  # batches draw apart
                 for j, i in enumerate(chunk):
                     text = self.decode(g.tokens[j, :g.lengths[j]])
                     out[i] = _cut(text, plans[i][1])

@@ -13,11 +13,12 @@ class TaskEval:
     def __init__(self, run):
         e = run.config.evals
         self.names = tasks_lib.parse_tasks(e.tasks)
-        if e.num_examples < 1 or e.num_fewshot < 0:
-            raise ValueError(f"evals.num_examples={e.num_examples} must be >= 1 and "
-                             f"evals.num_fewshot={e.num_fewshot} >= 0")
-        self.run, self.settings, self.ev = run, dict(num_examples=int(e.num_examples),
-                                                     num_fewshot=int(e.num_fewshot), seed=int(e.seed)), None
+        if e.num_examples < 1 or e.num_fewshot < 0 or e.sample_temperature < 0:
+            raise ValueError(f"evals.num_examples={e.num_examples} must be >= 1, evals.num_fewshot="
+                             f"{e.num_fewshot} >= 0 and evals.sample_temperature={e.sample_temperature} >= 0")
+        self.run, self.ev = run, None
+        self.settings = dict(num_examples=int(e.num_examples), num_fewshot=int(e.num_fewshot),
+                             seed=int(e.seed), sample_temperature=float(e.sample_temperature))
 
     def __call__(self, params) -> dict:
         from lm.evals.api import Evaluator

@@ -11,6 +11,13 @@ per-token accuracy move smoothly with scale (Schaeffer et al. 2023), so every ta
     edit_distance       Levenshtein distance (characters) from the generated to the reference answer
     brier               multiple choice: sum over choices of (p_choice - [choice is gold])^2, with
                         p the likelihoods renormalised over the choices (0 perfect, 2 worst)
+
+With evals.sample_temperature > 0 the answers are also sampled (seeded), which measures what the
+model produces rather than what it ranks first (DPO can move one without the other):
+
+    sampled_exact_match fraction of sampled answers equal to the reference
+    sampled_valid       fraction of sampled answers the task calls well-formed (Task.valid;
+                        sort: a permutation of the prompt's letters), right or wrong
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import numpy as np
 
 PASS_METRICS = ("exact_match", "accuracy")
 CONTINUOUS = ("answer_nll", "answer_bits", "per_token_accuracy", "edit_distance", "brier")
-METRICS = PASS_METRICS + CONTINUOUS
+SAMPLED = ("sampled_exact_match", "sampled_valid")
+METRICS = PASS_METRICS + CONTINUOUS + SAMPLED
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -63,4 +71,12 @@ def aggregate(answer_logprobs, answer_greedy, generated, answers, choice_lls=Non
     if choice_lls is not None:
         out["accuracy"] = float(np.mean([int(np.argmax(ll)) == g for ll, g in zip(choice_lls, golds)]))
         out["brier"] = float(np.mean([brier(ll, g) for ll, g in zip(choice_lls, golds)]))
+    return out
+
+
+def sampled(samples, answers, valid=None) -> dict:
+    """Rates over sampled answers; sampled_valid only when the task has a validity check."""
+    out = {"sampled_exact_match": float(np.mean([s.strip() == a for s, a in zip(samples, answers)]))}
+    if valid is not None:
+        out["sampled_valid"] = float(np.mean(valid))
     return out

@@ -129,6 +129,8 @@ FAMILIES = {
     "sort": (("letters",), (5,), (2,), _sort),
 }
 LIMITS = {"recall": (26,), "sort": (len(SORT_ALPHABET),)}  # distinct letters
+# Well-formed answers, right or wrong (the sampled_valid metric): family -> check(example, text).
+VALID = {"sort": lambda ex, text: sorted(text.strip()) == sorted(ex.answer)}  # a permutation
 
 
 class Task:
@@ -146,6 +148,7 @@ class Task:
             self._make = lambda rng: fn(rng, *params)
         self.multiple_choice = bool(self._make(np.random.default_rng(0)).choices)
         self.pass_metric = "accuracy" if self.multiple_choice else "exact_match"
+        self.valid = VALID.get(family)  # None: the family has no notion of a well-formed answer
 
     def __repr__(self):
         return f"Task({self.name!r})"
