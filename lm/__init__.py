@@ -20,7 +20,6 @@ def _one_host_device_per_core() -> None:
     if platforms and "cpu" not in platforms.split(","):
         return
     if "xla_force_host_platform_device_count" in _os.environ.get("XLA_FLAGS", ""):
-        _patient_cpu_collectives()
         return
     cores = len(_os.sched_getaffinity(0)) if hasattr(_os, "sched_getaffinity") else _os.cpu_count()
     text = _os.environ.get("LM_CPU_DEVICES") or ""
@@ -34,23 +33,6 @@ def _one_host_device_per_core() -> None:
 
     if n > 1 and not xla_bridge.backends_are_initialized() and jax.config.jax_num_cpu_devices < 0:
         jax.config.update("jax_num_cpu_devices", n)
-        _patient_cpu_collectives()
-
-
-def _patient_cpu_collectives() -> None:
-    """Several CPU devices share few cores: on a busy machine one device's thread can wait
-    minutes for a core, and XLA aborts the whole process when a collective waits past its
-    timeout (seen: a 2-device nanoGPT run killed at load 7 on 2 cores). Wait an hour instead.
-    Through XLA_FLAGS, read when the backend starts (the flags exist from jaxlib 0.10.2, the
-    floor in setup.py); a value the user already set wins."""
-    flags = _os.environ.get("XLA_FLAGS", "")
-    for name in ("xla_cpu_collective_call_terminate_timeout_seconds", "xla_cpu_collective_timeout_seconds"):
-        if name not in flags:
-            flags += f" --{name}=3600"
-    from jax._src import xla_bridge
-
-    if not xla_bridge.backends_are_initialized():
-        _os.environ["XLA_FLAGS"] = flags.strip()
 
 
 _one_host_device_per_core()
