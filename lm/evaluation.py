@@ -85,10 +85,16 @@ def run_eval(eval_step, params, dataset, config, mesh, split: str, max_batches: 
         split, eval_batch_size(config, mesh), max_batches=max_batches,
         **sharding.feed_slice(mesh))
     total = None
+    # Eval steps do not depend on each other, so several can run at once. On several CPU
+    # devices that deadlocked twice (one device never joined an eval step's all-reduce; py-spy:
+    # the main thread idle here): there, one eval step at a time.
+    one_at_a_time = mesh.devices.size > 1 and mesh.devices.flat[0].platform == "cpu"
     with sharding.activate(mesh):
         for local in batches:
             sums = eval_step(params, sharding.global_batch(local, mesh))
             total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+            if one_at_a_time:
+                jax.block_until_ready(total)
     if total is None:
         raise ValueError(f"split {split!r} gave no eval batches")
     return eval_metrics(jax.device_get(total))
