@@ -326,9 +326,9 @@ class StoredSplit(PackedSplit):
             ids = ids.reshape(idx.shape)
         return toks, ids
 
-    def __del__(self):
+    def __del__(self, _close=os.close):  # bound now: at interpreter exit os.close may be gone
         for fd in getattr(self, "_fds", {}).values():
-            os.close(fd)
+            _close(fd)
 
     @property
     def tokens(self) -> np.ndarray:
