@@ -39,22 +39,22 @@ def nanogpt_lr(it: int, peak: float, warmup: int, decay_iters: int, min_lr: floa
 
 
 def torch_to_lm(sd: dict, cfg) -> dict:
-    """nanoGPT's state_dict (torch Linear weights are [out, in]) as lm's decoder params."""
-    d, h = cfg.d_model, cfg.num_heads
-    t = lambda name: sd[name].detach().numpy().astype(np.float32)
-    params = {"embed": {"embedding": t("transformer.wte.weight")},
-              "pos_embed": {"embedding": t("transformer.wpe.weight")},
-              "final_norm": {"scale": t("transformer.ln_f.weight")}, "decoder": {}}
-    for i in range(cfg.num_layers):
-        p = f"transformer.h.{i}."
-        params["decoder"][f"layer_{i}"] = {
-            "attn": {"qkv": t(p + "attn.c_attn.weight").T.reshape(d, 3, h, d // h),
-                     "out": t(p + "attn.c_proj.weight").T.reshape(h, d // h, d)},
-            "attn_norm": {"scale": t(p + "ln_1.weight")},
-            "mlp": {"wi": t(p + "mlp.c_fc.weight").T, "wo": t(p + "mlp.c_proj.weight").T},
-            "mlp_norm": {"scale": t(p + "ln_2.weight")},
-        }
-    return params
+    """nanoGPT's state_dict as lm's decoder params, through lm.hf's GPT-2 weight table: nanoGPT
+    names its tensors as GPT-2 does, but its projections are torch Linears ([out, in]), the
+    transpose of GPT-2's Conv1D ([in, out]). It has no biases; lm_head is tied to wte."""
+    from flax import traverse_util
+
+    from lm.hf import weights
+
+    def as_gpt2(name, t):
+        t = t.detach().numpy().astype(np.float32)
+        linear = t.ndim == 2 and not name.startswith(("transformer.wte", "transformer.wpe"))
+        return t.T if linear else t
+
+    arrays = {name: as_gpt2(name, t) for name, t in sd.items()}
+    return traverse_util.unflatten_dict({  # the bias entries are skipped: nanoGPT has none
+        entry.path: entry.to_lm(*(arrays[name] for name in entry.hf))
+        for entry in weights.table("gpt2", cfg) if all(name in arrays for name in entry.hf)})
 
 
 def main(argv=None) -> None:

@@ -188,6 +188,7 @@ def test_reproduce_rung_trains_exactly_like_nanogpt():
     get_batch windows, its losses and final weights) replayed through the reproduce rung's
     train step: equal to float32 round-off at every step, so lm's nanoGPT settings are its math."""
     import os
+    from flax import traverse_util
     from lm import sharding, trainer
     from lm.experiment import load_config
 
@@ -199,16 +200,9 @@ def test_reproduce_rung_trains_exactly_like_nanogpt():
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})
     run = trainer.setup(config, mesh=mesh)
 
-    def tree(tag):
-        out = {}
-        for key in fx.files:
-            if key.startswith(tag + "/"):
-                *path, leaf = key.split("/")[1:]
-                node = out
-                for p in path:
-                    node = node.setdefault(p, {})
-                node[leaf] = fx[key]
-        return out
+    def tree(tag):  # the fixture's "init/decoder/layer_0/..." keys as a params tree
+        return traverse_util.unflatten_dict(
+            {k.split("/", 1)[1]: fx[k] for k in fx.files if k.startswith(tag + "/")}, sep="/")
 
     with sharding.activate(mesh):
         state = trainer.init_state(run, jax.device_put(tree("init"), run.param_shardings))
