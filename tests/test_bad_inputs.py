@@ -540,3 +540,34 @@ def test_workdir_remembers_where_its_data_came_from(tmp_path, monkeypatch):
     code, out, err = lm_main("eval", f"--workdir={wd}", "--max_batches=1")
     assert code == 0, err
     assert json.loads(out)["tokens"] > 0
+
+
+def test_config_that_does_not_match_the_checkpoints_is_named_not_called_damaged(trained, tmp_path):
+    """Intact checkpoints of another config (an optimizer with another state, an edited
+    config.json): one line naming the differing config keys and arrays; nothing moved aside."""
+    import shutil
+
+    wd = str(tmp_path / "wd")
+    shutil.copytree(trained, wd)
+    ckpts = os.path.join(wd, "checkpoints")
+    before = snapshot(ckpts)
+    code, _, err = lm_main("train", f"--config={_write_exp(tmp_path)}", "--config.train.optimizer=muon",
+                           "--config.train.steps=6", f"--workdir={wd}", "--noprogress")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert "written by a different config" in lines[0] and "intact" in lines[0]
+    assert "train.optimizer: checkpoint 'adamw' vs config 'muon'" in lines[0]
+    assert "damaged" not in err and not os.path.exists(os.path.join(wd, "corrupt_checkpoints"))
+    assert snapshot(ckpts) == before
+
+    with open(os.path.join(trained, "config.json")) as f:
+        edited = json.load(f)
+    edited["model"]["d_model"] = 16
+    with open(os.path.join(wd, "config.json"), "w") as f:
+        json.dump(edited, f)
+    code, _, err = lm_main("eval", f"--workdir={wd}")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert "model.d_model: checkpoint 8 vs config 16" in lines[0]
+    assert "params/decoder/" in lines[0] and "checkpoint [" in lines[0] and "vs config [" in lines[0]
+    assert snapshot(ckpts) == before
