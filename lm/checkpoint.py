@@ -21,6 +21,8 @@ a copy of WORKDIR/config.json beside the data position).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -72,6 +74,60 @@ def _ignore_closed_loop_callbacks() -> None:
 
     hook._lm_closed_loop = True
     sys.unraisablehook = hook
+
+
+def _showing_library_errors() -> bool:
+    """--verbosity=0 (absl INFO) or LM_DEBUG=1: show what the filters below hide."""
+    from absl import logging as absl_logging
+
+    return absl_logging.get_verbosity() >= absl_logging.INFO or bool(os.environ.get("LM_DEBUG"))
+
+
+class _QuietOrbaxErrors:
+    """Orbax logs each failure of a background save or restore as an ERROR with a traceback
+    (one per thread: dozens on a full disk) and then raises it to the caller, which reports it
+    in one line."""
+
+    def filter(self, record) -> bool:
+        if record.levelno < 40 or "orbax" not in record.pathname.replace("\\", "/").split("/"):
+            return True
+        return _showing_library_errors()
+
+
+class _QuietLostFutures:
+    """asyncio logs "Future exception was never retrieved" for the writes of a failed save
+    that Orbax abandons (the failure itself was raised once)."""
+
+    def filter(self, record) -> bool:
+        return "exception was never retrieved" not in record.getMessage() or _showing_library_errors()
+
+
+def _quiet_orbax_errors() -> None:
+    import logging
+
+    for name, kind in (("absl", _QuietOrbaxErrors), ("asyncio", _QuietLostFutures)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
+
+
+class SaveFailed(LmError):
+    """A checkpoint could not be written (full disk, lost permission); older ones are kept."""
+
+
+def save_failure(directory: str, e: BaseException) -> SaveFailed:
+    """The one-line error for an exception out of an Orbax save."""
+    import re
+
+    text = str(e).strip() or type(e).__name__
+    m = re.search(r"/(\d+)\.orbax-checkpoint-tmp", text)
+    what = f"checkpoint {m.group(1)}" if m else "a checkpoint"
+    full = (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left" in text \
+        or "RESOURCE_EXHAUSTED" in text
+    why = ("no space left on device; free some space (or choose another disk)" if full
+           else text.splitlines()[0][:300])
+    return SaveFailed(f"could not write {what} in {directory}: {why}; the checkpoints written "
+                      "before it are kept: run the same command again to resume from the newest")
 
 
 class CheckpointMismatch(LmError):
@@ -191,6 +247,7 @@ class Checkpoints:
         if read_only:
             _quiet_read_only_warnings()
         _ignore_closed_loop_callbacks()
+        _quiet_orbax_errors()
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep if keep and keep > 0 else None,
             enable_async_checkpointing=async_save, create=not read_only, read_only=read_only)
@@ -211,7 +268,19 @@ class Checkpoints:
         if config is not None:
             data[CONFIG_KEY] = config
         args = ocp.args.Composite(state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave(data))
-        self.manager.save(int(step), args=args, force=True)
+        with self._saving():
+            self.manager.save(int(step), args=args, force=True)
+
+    @contextlib.contextmanager
+    def _saving(self):
+        """Failures of a save (also an earlier async one, raised at the next save or wait) as
+        one SaveFailed naming the step and the cause."""
+        try:
+            yield
+        except LmError:
+            raise
+        except Exception as e:  # noqa: BLE001  (Orbax raises ValueError, OSError, RuntimeError)
+            raise save_failure(self.directory, e) from e
 
     def _check_shapes(self, abstract_state, step: int, config: dict | None) -> None:
         """Read the step's metadata (an error if it is unreadable: a damaged checkpoint) and
@@ -303,11 +372,15 @@ class Checkpoints:
         self.manager.reload()
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._saving():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            with self._saving():
+                self.manager.wait_until_finished()
+        finally:
+            self.manager.close()
 
 
 def _read_object(path: str) -> dict | None:

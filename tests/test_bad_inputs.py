@@ -571,3 +571,32 @@ def test_config_that_does_not_match_the_checkpoints_is_named_not_called_damaged(
     assert "model.d_model: checkpoint 8 vs config 16" in lines[0]
     assert "params/decoder/" in lines[0] and "checkpoint [" in lines[0] and "vs config [" in lines[0]
     assert snapshot(ckpts) == before
+
+
+@contextlib.contextmanager
+def _small_disk(path, size):
+    """A real tmpfs of `size` at `path` (needs the right to mount, as root in a container)."""
+    os.makedirs(path)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here to fill a disk ({done.stderr.strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", path], check=True)  # lazy: Orbax's pool may hold a file
+
+
+def test_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_older_one(tmp_path):
+    """Room for one checkpoint, not two: the second save fails in Orbax's background threads;
+    one line (no Orbax log tracebacks), exit 1, and checkpoint 2 still restores."""
+    with _small_disk(str(tmp_path / "disk"), "260k") as disk:
+        wd = os.path.join(disk, "wd")
+        code, _, err = lm_main("train", f"--config={_write_exp(tmp_path)}", f"--workdir={wd}",
+                               "--noprogress")
+        lines = err.strip().splitlines()
+        assert code == 1 and "Traceback" not in err and len(lines) == 1, err
+        assert "could not write checkpoint 4" in lines[0] and "no space left on device" in lines[0]
+        assert checkpoint.step_dirs(os.path.join(wd, "checkpoints")) == [2]
+        params, step = _params(wd)
+        assert step == 2 and all(np.isfinite(p).all() for p in params)
