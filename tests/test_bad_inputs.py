@@ -141,6 +141,11 @@ def world(tmp_path_factory):
     with open(os.path.join(bad_json, "config.json"), "w") as f:
         f.write('{"model": ')
     w["bad_json_workdir"] = bad_json
+    list_json = str(root / "list_json_workdir")  # config.json that is a JSON list
+    shutil.copytree(wd, list_json)
+    with open(os.path.join(list_json, "config.json"), "w") as f:
+        f.write('[1, 2]')
+    w["list_json_workdir"] = list_json
     return w
 
 
@@ -188,6 +193,15 @@ def _cases(w):
         (["sample", f"--workdir={wd}", "--top_p=0"], "top_p"),
         (["sample", f"--workdir={wd}", "--max_new_tokens=-5"], "max_new_tokens"),
         (["sample", f"--workdir={wd}", "--prompt=\x00\x01"], "symbol tokenizer"),
+        (["sample", f"--workdir={wd}", "--temperature=nan"], "temperature must be a finite number"),
+        (["sample", f"--workdir={wd}", "--temperature=inf"], "temperature must be a finite number"),
+        (["sample", f"--workdir={wd}", "--top_p=nan"], "top_p"),
+        (["sample", f"--workdir={wd}", "--top_k=-1"], "top_k"),
+        (["sample", f"--workdir={wd}", "--max_new_tokens=100000000"], "more than 1,000,000"),
+        (["eval", f"--workdir={w['list_json_workdir']}"], "config.json: a JSON list, not an object"),
+        (["sample", f"--workdir={w['list_json_workdir']}"], "config.json: a JSON list, not an object"),
+        (["train", f"--config={exp}", f"--workdir={w['list_json_workdir']}"], "config.json: a JSON list"),
+        (["train", f"--config={w['no_get_config']}", f"--workdir={new_wd}"], "defines no get_config"),
         # lm baselines
         (["baselines", f"--config={exp}:nope"], "unknown rung 'nope'"),
         (["baselines"], "--config=experiments/FILE.py[:RUNG] is required"),
@@ -600,3 +614,66 @@ def test_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_older_one(
         assert checkpoint.step_dirs(os.path.join(wd, "checkpoints")) == [2]
         params, step = _params(wd)
         assert step == 2 and all(np.isfinite(p).all() for p in params)
+
+
+def test_sample_zero_new_tokens_prints_the_prompt(world):
+    code, out, err = lm_main("sample", f"--workdir={world['workdir']}", "--prompt=1 2",
+                             "--max_new_tokens=0")
+    assert code == 0 and out == "1 2\n", err
+    assert "generated max_new_tokens=0 tokens" in err and "Traceback" not in err
+
+
+def test_metrics_line_that_is_not_utf8_is_named_and_skipped(tmp_path):
+    from lm import workdir as workdir_files
+
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"step": 1}\n{"step": \xff\xfe2}\n{"step": 3}\n')
+    with pytest.warns(UserWarning, match=r"metrics.jsonl, line 2: not UTF-8"):
+        rows = workdir_files.read_metrics(str(tmp_path))
+    assert [r["step"] for r in rows] == [1, 3]
+
+
+def _hf_copy(tmp_path, name):
+    import shutil
+
+    return shutil.copytree(os.path.join(ROOT, "tests", "fixtures", "hf", "gpt2"), tmp_path / name)
+
+
+def test_hf_import_and_export_faults_are_one_line(tmp_path):
+    """NaN weights, a config.json list, a truncated safetensors file: refused at import naming
+    the file (and tensor), no workdir left; an export to a full disk names --out, writes nothing."""
+    from lm.hf.safetensors_io import SafetensorsDir, save_file
+
+    with open(os.path.join(ROOT, "tests", "fixtures", "hf", "gpt2", "prompt.txt"), encoding="utf-8") as f:
+        (tmp_path / "text.txt").write_text(f.read() * 3)  # one 640-token sequence in each split
+    data = ["--data_source=files", f"--data_path={tmp_path / 'text.txt'}"]
+    nan = _hf_copy(tmp_path, "nan")
+    store = SafetensorsDir(str(nan))
+    tensors = {n: np.array(store.read(n), np.float32) for n in store.names}
+    tensors["transformer.h.1.mlp.c_fc.weight"][3, 5] = np.nan
+    save_file(tensors, str(nan / "model.safetensors"))
+    listed = _hf_copy(tmp_path, "listed")
+    (listed / "config.json").write_text("[1, 2, 3]")
+    cut = _hf_copy(tmp_path, "cut")
+    with open(cut / "model.safetensors", "r+b") as f:
+        f.truncate(100_000)
+    cases = [(nan, "tensor 'transformer.h.1.mlp.c_fc.weight' holds 1 NaN/Inf values"),
+             (listed, "config.json: a list, not a JSON object"),
+             (cut, "model.safetensors: truncated (100000 bytes")]
+    for source, expect in cases:
+        wd = str(tmp_path / f"wd_{source.name}")
+        code, _, err = lm_main("import", str(source), f"--workdir={wd}", *data)
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and expect in lines[0] and "Traceback" not in err, err
+        assert not os.path.exists(wd)
+        assert [p for p in os.listdir(tmp_path) if p.startswith(".import-")] == []
+
+    wd = str(tmp_path / "wd")
+    code, _, err = lm_main("import", str(_hf_copy(tmp_path, "good")), f"--workdir={wd}", *data)
+    assert code == 0, err
+    with _small_disk(str(tmp_path / "disk"), "100k") as disk:
+        out = os.path.join(disk, "out")
+        code, _, err = lm_main("export", f"--workdir={wd}", f"--out={out}")
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+        assert f"{out}: no space left on device" in lines[0]
+        assert os.listdir(disk) == []
