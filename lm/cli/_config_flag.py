@@ -56,6 +56,10 @@ def one_line_errors(holder, command: str):
         path = argument.partition(":")[0]
         if not os.path.isfile(path):
             _fail(command, f"--{name}={argument}: no such config file {path!r}")
+        # config_flags loads the file as module NAME_config with load_module, which executes it
+        # into an existing module of that name: a file without get_config would inherit the
+        # one of a file loaded before in this process (tests, notebooks).
+        sys.modules.pop(f"{name}_config", None)
         try:
             config = parse_config(argument)
         except AttributeError as e:
