@@ -64,6 +64,14 @@ class Dataset:
             return self._copy.rows(np.arange(n), self.seed, self.splits.index(split))["inputs"].reshape(-1)
         return self._packed[split].tokens
 
+    def stream(self, split: str):
+        """The split as a token stream read on demand: `num_tokens`, `span(lo, hi)` (int32 ids)
+        and `fingerprint` (the token store's checksums, or None for in-memory splits)."""
+        self._check(split)
+        if self._copy:
+            return batches.TokenStream(self.tokens(split))
+        return self._packed[split]
+
     def train_iterator(self, batch_size: int, *, seed: int, process_index: int = 0, process_count: int = 1):
         """Endless {'inputs','targets','weights','segment_ids'} batches of batch_size // process_count rows."""
         if self._copy:

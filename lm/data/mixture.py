@@ -112,3 +112,22 @@ class MixtureSplit:
     @property
     def tokens(self) -> np.ndarray:
         return np.concatenate([p.tokens for p in self.parts])
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(p.num_tokens for p in self.parts)
+
+    @property
+    def fingerprint(self):
+        prints = [p.fingerprint for p in self.parts]
+        return None if None in prints else "+".join(prints)
+
+    def span(self, lo: int, hi: int) -> np.ndarray:
+        """Tokens [lo, hi) of the components' streams end to end."""
+        out, start = [], 0
+        for p in self.parts:
+            a, b = max(lo, start), min(hi, start + p.num_tokens)
+            if a < b:
+                out.append(p.span(a - start, b - start))
+            start += p.num_tokens
+        return np.concatenate(out) if out else np.zeros(0, np.int32)

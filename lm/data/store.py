@@ -283,6 +283,9 @@ class StoredSplit(PackedSplit):
         self._starts = np.array([r["start"] for r in shards], np.int64)
         self._docs_before = np.array([r["docs_before"] for r in shards], np.int64)
         self.num_docs = info["docs"]
+        self.fingerprint = hashlib.sha256(json.dumps(
+            [manifest["identity"], manifest["dtype"], split, [r["sha256"] for r in shards]],
+            sort_keys=True).encode()).hexdigest()
         self._setup(info["tokens"], seq_len, document_masking, name or split)
 
     MAX_OPEN = 64  # shard files kept open for reading rows
@@ -305,6 +308,9 @@ class StoredSplit(PackedSplit):
             parts.append(np.frombuffer(data, self._dtype))
             lo, s = end, s + 1
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def span(self, lo: int, hi: int) -> np.ndarray:
+        return self._read(lo, hi).astype(np.int32) if hi > lo else np.zeros(0, np.int32)
 
     def _take(self, idx: np.ndarray, docs: bool) -> tuple:
         # Rows are read with pread, not through the memmap: pages of a mapping count in the
