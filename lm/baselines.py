@@ -294,6 +294,10 @@ def _compressor_input(tok, ids: np.ndarray, vocab_size: int) -> bytes:
     return tok.decode(ids).encode("utf-8", "surrogatepass")
 
 
+def _bounds(train_bytes, heldout_bytes) -> tuple:
+    return int(train_bytes or TRAIN_CONTEXT_BYTES), int(heldout_bytes or HELDOUT_BYTES)
+
+
 def _bounded_splits(dataset, split: str, train_bytes: int, heldout_bytes: int) -> tuple:
     """(train ids, held-out ids, the 'context' entry of the result saying what they are)."""
     tb = np.asarray(dataset.tokenizer.token_bytes, np.float64)
@@ -314,9 +318,11 @@ def _bounded_splits(dataset, split: str, train_bytes: int, heldout_bytes: int) -
 
 
 def dataset_baselines(dataset, orders=range(0, 9), split: str = "valid", compressors: bool = True, *,
-                      train_bytes: int = TRAIN_CONTEXT_BYTES, heldout_bytes: int = HELDOUT_BYTES) -> dict:
+                      train_bytes: int | None = None, heldout_bytes: int | None = None) -> dict:
     """n-gram and compressor rows for a `lm.data` Dataset, held-out = `split`, on the bounded
-    context of `_bounded_splits` (result["context"] says what it was)."""
+    context of `_bounded_splits` (result["context"] says what it was). The bounds default to
+    TRAIN_CONTEXT_BYTES and HELDOUT_BYTES, read at call time."""
+    train_bytes, heldout_bytes = _bounds(train_bytes, heldout_bytes)
     if split not in dataset.splits:
         raise ValueError(f"split {split!r} not in the dataset's splits {list(dataset.splits)}")
     tok = dataset.tokenizer
@@ -364,6 +370,8 @@ def format_table(result: dict) -> str:
     lines = [f"baselines on split {result['split']!r}: {result['heldout_tokens']} tokens, "
              f"{result['heldout_bytes']} bytes, tokenizer {result['tokenizer']} (V={result['vocab_size']})",
              f"{'model':<28} {'bits/byte':>10} {'bits/token':>11}"]
+    if "context" in result:
+        lines.insert(1, context_line(result["context"], result["split"]))
     for r in result.get("ngram", []):
         lines.append(f"{'n-gram order ' + str(r['order']):<28} {r['bits_per_byte']:>10.4f} "
                      f"{r['bits_per_token']:>11.4f}")
@@ -415,8 +423,8 @@ def _dataset_key(dataset, split: str, orders, bounds: dict) -> str:
 
 
 def cached_baselines(config, *, split: str | None = None, workdir=None, orders=range(0, 9),
-                     dataset=None, train_bytes: int = TRAIN_CONTEXT_BYTES,
-                     heldout_bytes: int = HELDOUT_BYTES) -> dict:
+                     dataset=None, train_bytes: int | None = None,
+                     heldout_bytes: int | None = None) -> dict:
     """`run_baselines` of config's data, computed once per (dataset, split, bounds) and cached
     as JSON under the data cache dir (data.data_dir / $LM_DATA_DIR / ~/.cache/lm) in baselines/.
     With `dataset` (the run's own) nothing is rebuilt."""
@@ -427,7 +435,8 @@ def cached_baselines(config, *, split: str | None = None, workdir=None, orders=r
     if dataset is None:
         dataset = lm_data.build_dataset(config.data, int(config.model.max_len), workdir=workdir,
                                         seed=int(config.seed))
-    bounds = {"train_bytes": int(train_bytes), "heldout_bytes": int(heldout_bytes)}
+    train_bytes, heldout_bytes = _bounds(train_bytes, heldout_bytes)
+    bounds = {"train_bytes": train_bytes, "heldout_bytes": heldout_bytes}
     key = _dataset_key(dataset, split, orders, bounds)
     path = os.path.join(sources.data_dir(config.data), "baselines", f"{dataset.source}-{split}-{key}.json")
     try:
@@ -463,6 +472,17 @@ def record_baselines(result: dict) -> dict:
     return out
 
 
+def context_line(context: dict, split: str) -> str:
+    """'computed on the last 1048576 bytes of train (capped: ...) and the first ... of valid'."""
+    ctx = context
+    line = (f"computed on the last {ctx['train_bytes']} bytes of train and the first "
+            f"{ctx['heldout_bytes']} bytes of {split}")
+    if ctx.get("capped"):
+        line += (f" (capped at {ctx['train_cap_bytes']} and {ctx['heldout_cap_bytes']} bytes; "
+                 "`lm baselines --train_bytes=N --heldout_bytes=M` uses more)")
+    return line
+
+
 def beside_line(bits_per_byte: float, baselines: dict) -> str:
     """'valid 2.94 bits/byte; same split: kn8 2.13, lzma|train 1.29, ... (best: lzma, -1.65)'."""
     def label(k):
@@ -475,8 +495,11 @@ def beside_line(bits_per_byte: float, baselines: dict) -> str:
     best = min(bpb, key=bpb.get)
     gap = bits_per_byte - bpb[best]
     verdict = "beats every baseline" if gap < 0 else f"{gap:.3f} bits/byte behind {best}"
-    return (f"{baselines['split']} {bits_per_byte:.4f} bits/byte; baselines on the same split: "
+    line = (f"{baselines['split']} {bits_per_byte:.4f} bits/byte; baselines on the same split: "
             + ", ".join(parts) + f" ({verdict})")
+    if baselines.get("context", {}).get("capped"):
+        line += "; baselines " + context_line(baselines["context"], baselines["split"])
+    return line
 
 
 def for_run(config, workdir=None, *, dataset=None) -> dict | None:
