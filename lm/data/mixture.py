@@ -57,7 +57,8 @@ def open_mixture(cfg, strict: bool) -> sources.Source:
         return {s: (lambda s=s: itertools.chain.from_iterable(c.docs(s) for c, _ in comps)) for s in common}
 
     identity = {"kind": "mixture", "components": [c.identity for c, _ in comps]}  # weights: not the tokens'
-    src = sources.Source("mixture", identity, opener)
+    legacy = {"kind": "mixture", "components": [c.legacy_identity for c, _ in comps]}
+    src = sources.Source("mixture", identity, opener, legacy_identity=legacy)
     src.components = [c for c, _ in comps]
     src.weights = [w for _, w in comps]
     return src

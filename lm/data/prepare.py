@@ -144,7 +144,7 @@ def small_corpus_tokenizer(cfg, source, workdir: str | None) -> Tokenizer:
     if cfg.tokenizer == "hf":
         return _hf_tokenizer(workdir)
     spec = tokenizer_spec(cfg, source)
-    tok = workdir_tokenizer(workdir, spec, cfg.tokenizer) or train_tokenizer(cfg, source)
+    tok = workdir_tokenizer(workdir, spec, cfg.tokenizer, legacy_source(source)) or train_tokenizer(cfg, source)
     if workdir:
         _save_to_workdir(tok, workdir, spec)
     return tok
@@ -163,6 +163,13 @@ def _hf_tokenizer(workdir: str | None) -> Tokenizer:
     return tok
 
 
+def legacy_source(source) -> str | None:
+    """spec["source"] as older lm wrote it (files by mtime, not content), so that a workdir
+    tokenizer saved then is still recognised; None where it did not differ."""
+    legacy = getattr(source, "legacy_identity", None)
+    return None if legacy is None else _hash(legacy)
+
+
 def _has_checkpoints(workdir: str) -> bool:
     folder = os.path.join(workdir, "checkpoints")
     return os.path.isdir(folder) and any(n.isdigit() for n in os.listdir(folder))
@@ -179,8 +186,9 @@ def _describe(old: dict, new: dict) -> str:
     return "; ".join(diffs)
 
 
-def workdir_tokenizer(workdir: str | None, spec: dict, kind: str) -> Tokenizer | None:
-    """The workdir's tokenizer if it was made for `spec`; None if absent or stale and unused."""
+def workdir_tokenizer(workdir: str | None, spec: dict, kind: str, legacy: str | None = None) -> Tokenizer | None:
+    """The workdir's tokenizer if it was made for `spec` (or for spec with source `legacy`, the
+    same data as an older lm identified it); None if absent or stale and unused."""
     if not workdir:
         return None
     saved = os.path.join(workdir, "tokenizer")
@@ -196,7 +204,7 @@ def workdir_tokenizer(workdir: str | None, spec: dict, kind: str) -> Tokenizer |
         log.warning("%s; replacing it", e)
         return None
     old = meta.get("data")
-    if old == spec:
+    if old == spec or (legacy is not None and old == dict(spec, source=legacy)):
         return tok
     if old is None and used:  # saved by an older lm: no identity to compare, keep using it
         if meta.get("kind") != kind:
@@ -249,7 +257,8 @@ def _prepare(cfg, source, seq_len: int, workdir: str | None, masking: bool) -> t
         folders, manifests = [], []
         try:
             tok = hf_tok if hf_tok is not None else _store_tokenizer(
-                cfg, source, root, spec, workdir_tokenizer(workdir, spec, cfg.tokenizer))
+                cfg, source, root, spec,
+                workdir_tokenizer(workdir, spec, cfg.tokenizer, legacy_source(source)))
             dtype = store.dtype_for(tok.vocab_size, cfg.store_dtype)
             for part in parts:
                 suffix = "" if part is source else f"-{_hash(part.identity)}"

@@ -39,6 +39,7 @@ import numpy as np
 from lm.config import ConfigError
 from lm.files import atomic_write
 from lm.data.batches import PackedSplit
+from lm.data.sources import sha256_file
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -60,14 +61,6 @@ def dtype_for(vocab_size: int, forced: str = "auto") -> np.dtype:
     if forced != "auto":
         return np.dtype(forced)
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
-
-
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- build
@@ -263,7 +256,7 @@ def verify(folder: str, manifest: dict, full: bool = False) -> None:
         if st.st_size != size:
             raise StoreError(f"token store file {path} has {st.st_size} bytes, its manifest says {size} "
                              f"(truncated or altered); {way_out}")
-        if (full or small or st.st_mtime_ns != mtime) and _sha256_file(path) != sha:
+        if (full or small or st.st_mtime_ns != mtime) and sha256_file(path) != sha:
             raise StoreError(f"token store file {path} fails its sha256 check (altered or corrupt); {way_out}")
 
 
