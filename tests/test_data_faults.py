@@ -59,3 +59,77 @@ def test_workdir_saved_with_mtime_identity_still_resumes(tmp_path):
     meta_path.write_text(json.dumps(meta))
     build_dataset(cfg, 16, workdir=str(work))  # no refusal
     assert json.loads(meta_path.read_text())["data"] == prepare.tokenizer_spec(cfg, source)  # updated
+
+
+# ----------------------------------------------------------------------------- read-only workdir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_WRITE_EVENTS = ("os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.replace", "os.chmod", "os.symlink",
+                 "shutil.rmtree", "os.truncate", "os.link")
+
+# A read-only workdir as the kernel would enforce it for a user without write access (tests run
+# as root, where chmod does not stop writes): an audit hook refuses every write under it.
+READ_ONLY = r"""
+import os, sys
+ROOT = os.path.realpath(sys.argv.pop(1))
+FLAGS, EVENTS = %d, %r
+
+def under(p):
+    try:
+        return isinstance(p, (str, bytes, os.PathLike)) and os.path.realpath(os.fsdecode(p)).startswith(ROOT)
+    except (TypeError, ValueError):
+        return False
+
+def hook(event, args):
+    if event == "open" and under(args[0]):
+        mode, flags = args[1], args[2] or 0
+        if (isinstance(mode, str) and any(c in mode for c in "wax+")) or flags & FLAGS:
+            raise PermissionError(13, "Read-only file system (test)", args[0])
+    elif event in EVENTS and any(under(a) for a in args[:2]):
+        raise PermissionError(13, "Read-only file system (test)", args[0])
+
+sys.addaudithook(hook)
+sys.argv[0] = "lm"
+from lm.cli import main
+main()
+""" % (_WRITE_FLAGS, _WRITE_EVENTS)
+
+
+def _run(args, env, timeout=600):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_eval_and_sample_read_a_workdir_without_writing_to_it(tmp_path):
+    """O03/O04: `lm eval` and `lm sample` on a workdir they may not write to (they opened
+    .tokenizer.lock for writing)."""
+    from lm import trainer
+    from lm.experiment import load_config
+
+    _files(tmp_path)
+    config = load_config(os.path.join(ROOT, "experiments/quickstart.py"), "tiny")
+    config.data.update(source="files", path=str(tmp_path / "corpus"), tokenizer="char",
+                       data_dir=str(tmp_path / "data"))
+    config.train.update(steps=2, eval_every=2, sample_tokens=0)
+    work = tmp_path / "run"
+    trainer.train(config, str(work), progress=False)
+    if (work / ".tokenizer.lock").exists():
+        os.remove(work / ".tokenizer.lock")  # what a copy of the run (or another user's) lacks
+    before = {p: os.stat(p).st_mtime_ns for p in work.rglob("*")}
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    for cmd in (["sample", "--prompt=to be", "--max_new_tokens=5"], ["eval", "--max_batches=1"]):
+        out = _run([READ_ONLY, str(work), *cmd, f"--workdir={work}"], env)
+        assert out.returncode == 0, (cmd, out.stderr[-3000:])
+        assert "Read-only" not in out.stderr, out.stderr[-3000:]
+    assert {p: os.stat(p).st_mtime_ns for p in work.rglob("*")} == before
+
+
+def test_synthetic_source_reopens_a_workdir_without_locking_it(tmp_path, monkeypatch):
+    cfg = data_config(source="markov", markov_vocab=8, train_tokens=2000, eval_tokens=500)
+    build_dataset(cfg, 16, workdir=str(tmp_path))
+    monkeypatch.setattr(prepare, "file_lock", lambda p: pytest.fail(f"locked {p}"))
+    assert build_dataset(cfg, 16, workdir=str(tmp_path)).vocab_size == 8

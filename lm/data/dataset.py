@@ -153,10 +153,11 @@ def build_dataset(data_cfg, seq_len: int, *, workdir: str | None = None, seed: i
 
 def _symbols(vocab: int, workdir: str | None) -> Tokenizer:
     tok = SymbolTokenizer(vocab)
-    if workdir:
+    saved = os.path.join(workdir, "tokenizer") if workdir else ""
+    if saved and not os.path.isdir(saved):  # checked first: reading a workdir writes nothing
         with prepare.file_lock(os.path.join(workdir, ".tokenizer.lock")):
-            if not os.path.isdir(os.path.join(workdir, "tokenizer")):
-                tok.save(os.path.join(workdir, "tokenizer"))
+            if not os.path.isdir(saved):
+                tok.save(saved)
     return tok
 
 

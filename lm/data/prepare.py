@@ -293,15 +293,22 @@ def _prepare(cfg, source, seq_len: int, workdir: str | None, masking: bool) -> t
 
 
 def _save_to_workdir(tok: Tokenizer, workdir: str, spec: dict) -> None:
+    """Saves the tokenizer with its spec unless the workdir holds it already: checked before the
+    lock too, so that reading a workdir (lm eval, lm sample) never needs write access to it."""
     saved = os.path.join(workdir, "tokenizer")
-    with file_lock(os.path.join(workdir, ".tokenizer.lock")):
+
+    def current() -> bool:
         try:
             meta = saved_meta(saved)
-            if meta.get("data") == spec or (meta.get("data") is None and _has_checkpoints(workdir)):
-                return
         except (FileNotFoundError, ValueError):
-            pass
-        tok.save(saved, extra={"data": spec})
+            return False
+        return meta.get("data") == spec or (meta.get("data") is None and _has_checkpoints(workdir))
+
+    if current():
+        return
+    with file_lock(os.path.join(workdir, ".tokenizer.lock")):
+        if not current():
+            tok.save(saved, extra={"data": spec})
 
 
 def prepare_text(cfg, source, seq_len: int, *, workdir: str | None = None, masking: bool = False) -> tuple:
