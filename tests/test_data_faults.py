@@ -133,3 +133,23 @@ def test_synthetic_source_reopens_a_workdir_without_locking_it(tmp_path, monkeyp
     build_dataset(cfg, 16, workdir=str(tmp_path))
     monkeypatch.setattr(prepare, "file_lock", lambda p: pytest.fail(f"locked {p}"))
     assert build_dataset(cfg, 16, workdir=str(tmp_path)).vocab_size == 8
+
+
+# ----------------------------------------------------------------------------- SFT / DPO fields
+
+@pytest.mark.parametrize("source,row,message", [
+    ("sft", {"prompt": "q", "response": 42}, r"field 'response' holds int 42, not text"),
+    ("sft", {"prompt": ["a", "b"], "response": "r"}, r"field 'prompt' holds list \['a', 'b'\], not text"),
+    ("preference", {"prompt": "q", "chosen": None, "rejected": "r"}, r"field 'chosen' holds NoneType None, not text"),
+    ("preference", {"prompt": "q", "chosen": "c"}, r"missing text field\(s\) \['rejected'\]"),
+    ("sft", ["q", "r"], r"example 1 is a JSON list, not an object"),
+])
+def test_post_training_field_of_the_wrong_type_is_named(tmp_path, source, row, message):
+    good = {"prompt": "q", "response": "r", "chosen": "c", "rejected": "r"}
+    path = tmp_path / "ex.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in (good, row, good, good)) + "\n")
+    cfg = data_config(source=source, path=f"train={path},valid={path}", tokenizer="byte",
+                      document_masking=True)
+    with pytest.raises(ConfigError, match=message) as e:
+        build_dataset(cfg, 32)
+    assert "\n" not in str(e.value) and str(e.value).startswith("train example 1")

@@ -158,9 +158,11 @@ def _committed(folder: str, itemsize: int) -> list:
         records.append(rec)
 
 
-def build_split(folder: str, docs, encode, dtype, shard_tokens: int, progress: Progress) -> list:
+def build_split(folder: str, docs, encode, dtype, shard_tokens: int, progress: Progress,
+                on_shard=None) -> list:
     """Tokenizes the documents of one split into shards under `folder`; resumes after the last
-    committed shard. Returns the shard records."""
+    committed shard. Returns the shard records. on_shard(n): called once n shards are committed
+    (tests kill the build there)."""
     os.makedirs(folder, exist_ok=True)
     records = _committed(folder, np.dtype(dtype).itemsize)
     if records and records[-1]["next"] is None:
@@ -181,7 +183,8 @@ def build_split(folder: str, docs, encode, dtype, shard_tokens: int, progress: P
             if writer.n >= shard_tokens:
                 records.append(writer.commit((d, p + 1)))
                 start, docs_before, writer = start + writer.n, docs_before + len(writer.doc_starts), None
-                _crash_hook(len(records))
+                if on_shard is not None:
+                    on_shard(len(records))
     if writer is not None and writer.n:
         records.append(writer.commit(None))
     elif writer is not None:
@@ -193,22 +196,14 @@ def build_split(folder: str, docs, encode, dtype, shard_tokens: int, progress: P
     return records
 
 
-def _crash_hook(shards: int) -> None:
-    """LM_STORE_CRASH_AT_SHARD=N: SIGKILL this process once N shards are committed (tests)."""
-    at = os.environ.get("LM_STORE_CRASH_AT_SHARD")
-    if at and shards >= int(at):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def build(folder: str, source, encode, dtype, identity: dict, *, shard_tokens: int) -> dict:
-    """Builds (or finishes building) the store of `source` in `folder`; writes the manifest last."""
+def build(folder: str, source, encode, dtype, identity: dict, *, shard_tokens: int, on_shard=None) -> dict:
+    """Builds (or finishes building) the store of `source` in `folder`; writes the manifest last.
+    on_shard: see `build_split`."""
     splits = {}
     for split in source.splits:
         progress = Progress(f"{source.name}/{split}", source.nbytes.get(split))
         records = build_split(os.path.join(folder, split), source.docs(split), encode, dtype,
-                              int(shard_tokens), progress)
+                              int(shard_tokens), progress, on_shard)
         tokens = sum(r["tokens"] for r in records)
         if not tokens:
             raise StoreError(f"{source.name}: split {split!r} is empty (no text to tokenize)")
