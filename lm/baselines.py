@@ -275,7 +275,11 @@ HELDOUT_BYTES = 128 << 10
 
 def _context(stream, token_bytes: np.ndarray, max_bytes: int, tail: bool) -> np.ndarray:
     """The last (tail) or first tokens of a split that stand for at most max_bytes bytes; reads
-    at most max_bytes tokens (a token stands for a byte or more, so that is enough)."""
+    at most max_bytes tokens (a token stands for a byte or more, so that is enough). A mixture
+    (data.mixture): an equal share from each component, so each one's text is in both."""
+    parts = getattr(stream, "parts", None)
+    if parts:
+        return np.concatenate([_context(p, token_bytes, max_bytes // len(parts), tail) for p in parts])
     n = int(stream.num_tokens)
     k = min(n, int(max_bytes))
     ids = stream.span(n - k, n) if tail else stream.span(0, k)

@@ -105,3 +105,16 @@ def test_uncapped_when_the_corpus_fits(tmp_path):
     assert rec["context"]["capped"] is False and rec["context"]["heldout_bytes"] == 2000
     line = baselines.beside_line(3.0, rec)
     assert "capped" not in line and "lzma|train" in line
+
+
+def test_a_mixture_context_takes_an_equal_share_of_each_component(tmp_path):
+    for name, line in (("a", "hello world\n"), ("b", "other text here\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.txt").write_text(line * 3000)
+    cfg = data_config(source="files", mixture=f"{tmp_path / 'a'}@0.5;{tmp_path / 'b'}@0.5",
+                      tokenizer="byte", data_dir=str(tmp_path / "data"))
+    ds = build_dataset(cfg, 16)
+    r = baselines.dataset_baselines(ds, range(0, 3), "valid", train_bytes=20000, heldout_bytes=3000)
+    assert r["context"]["capped"] and (r["train_tokens"], r["heldout_tokens"]) == (20000, 3000)
+    # both components' text is in the train context, so the held-out text of each is predictable
+    assert baselines.best_ngram(r)["bits_per_byte"] < 0.5
