@@ -13,6 +13,11 @@ Two families, both "a language model is a Markov model with smoothed transitions
 * Lempel-Ziv style compressors from the standard library (zlib -9, bz2 -9, lzma 9e),
   measured conditionally, compressed(train + held-out) - compressed(train), so that they
   get the same context the models had; compressed(held-out) alone is kept for reference.
+
+On a dataset (`dataset_baselines`, `for_run`, `lm baselines`) both run on a bounded context,
+the end of the train split and the start of the held-out split (TRAIN_CONTEXT_BYTES,
+HELDOUT_BYTES), so memory and time do not grow with the corpus; result["context"] says what
+was used. Results are cached per dataset, keyed by the token store's checksums.
 """
 
 from __future__ import annotations
