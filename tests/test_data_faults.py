@@ -46,7 +46,7 @@ def test_touched_file_resumes_changed_file_is_refused(tmp_path, monkeypatch, kin
     assert "\n" not in str(e.value)
 
 
-def test_workdir_saved_with_mtime_identity_still_resumes(tmp_path):
+def test_workdir_saved_with_mtime_identity_still_resumes(tmp_path, monkeypatch):
     """A workdir tokenizer saved by an older lm (files identified by mtime) is recognised."""
     _files(tmp_path)
     cfg, work = _cfg(tmp_path, tokenizer="char"), tmp_path / "work"
@@ -57,8 +57,20 @@ def test_workdir_saved_with_mtime_identity_still_resumes(tmp_path):
     source = sources.open_source(cfg, strict=True)
     meta["data"]["source"] = prepare.legacy_source(source)  # as the older lm wrote it
     meta_path.write_text(json.dumps(meta))
-    build_dataset(cfg, 16, workdir=str(work))  # no refusal
-    assert json.loads(meta_path.read_text())["data"] == prepare.tokenizer_spec(cfg, source)  # updated
+
+    real_lock = prepare.file_lock
+
+    def read_only(path):  # the workdir only: the store's lock lives in the data dir
+        if path.startswith(str(work)):
+            raise PermissionError(13, "Permission denied", path)
+        return real_lock(path)
+
+    with monkeypatch.context() as m:  # a read-only workdir: read as it is, nothing written
+        m.setattr(prepare, "file_lock", read_only)
+        build_dataset(cfg, 16, workdir=str(work))
+    assert json.loads(meta_path.read_text()) == meta
+    build_dataset(cfg, 16, workdir=str(work))  # writable: no refusal, the identity is updated
+    assert json.loads(meta_path.read_text())["data"] == prepare.tokenizer_spec(cfg, source)
 
 
 # ----------------------------------------------------------------------------- read-only workdir

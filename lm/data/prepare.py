@@ -146,7 +146,7 @@ def small_corpus_tokenizer(cfg, source, workdir: str | None) -> Tokenizer:
     spec = tokenizer_spec(cfg, source)
     tok = workdir_tokenizer(workdir, spec, cfg.tokenizer, legacy_source(source)) or train_tokenizer(cfg, source)
     if workdir:
-        _save_to_workdir(tok, workdir, spec)
+        _save_to_workdir(tok, workdir, spec, legacy_source(source))
     return tok
 
 
@@ -281,7 +281,7 @@ def _prepare(cfg, source, seq_len: int, workdir: str | None, masking: bool) -> t
                     shutil.rmtree(folder, ignore_errors=True)
             raise
     if workdir:
-        _save_to_workdir(tok, workdir, spec)
+        _save_to_workdir(tok, workdir, spec, legacy_source(source))
     stored = [{name: store.StoredSplit(folder, m, name, seq_len, masking, f"{part.name}/{name}")
                for name in m["splits"]} for folder, m, part in zip(folders, manifests, parts)]
     if len(stored) == 1:
@@ -292,23 +292,32 @@ def _prepare(cfg, source, seq_len: int, workdir: str | None, masking: bool) -> t
     return tok, {n: MixtureSplit([s[n] for s in stored], source.weights) for n in names}
 
 
-def _save_to_workdir(tok: Tokenizer, workdir: str, spec: dict) -> None:
+def _save_to_workdir(tok: Tokenizer, workdir: str, spec: dict, legacy: str | None = None) -> None:
     """Saves the tokenizer with its spec unless the workdir holds it already: checked before the
-    lock too, so that reading a workdir (lm eval, lm sample) never needs write access to it."""
+    lock too, so that reading a workdir (lm eval, lm sample) never needs write access to it. One
+    saved under the older identity (`legacy`) gets the new one where the workdir is writable."""
     saved = os.path.join(workdir, "tokenizer")
 
-    def current() -> bool:
+    def data():
         try:
-            meta = saved_meta(saved)
+            return saved_meta(saved).get("data", None), True
         except (FileNotFoundError, ValueError):
-            return False
-        return meta.get("data") == spec or (meta.get("data") is None and _has_checkpoints(workdir))
+            return None, False
+
+    def current() -> bool:
+        old, found = data()
+        return found and (old == spec or (old is None and _has_checkpoints(workdir)))
 
     if current():
         return
-    with file_lock(os.path.join(workdir, ".tokenizer.lock")):
-        if not current():
-            tok.save(saved, extra={"data": spec})
+    try:
+        with file_lock(os.path.join(workdir, ".tokenizer.lock")):
+            if not current():
+                tok.save(saved, extra={"data": spec})
+    except OSError:
+        if legacy is None or data()[0] != dict(spec, source=legacy):
+            raise
+        log.info("%s: read-only, keeping its tokenizer's older data identity", workdir)
 
 
 def prepare_text(cfg, source, seq_len: int, *, workdir: str | None = None, masking: bool = False) -> tuple:
