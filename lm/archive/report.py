@@ -1,271 +1,28 @@
-"""The archive of run records: write once, read back, group into series, decide verdicts.
+"""The archive as people read it: the list, one record, the report (tables, plots, backtest).
 
-A record is one JSON file `<archive>/<id>.json`, written atomically (a hidden temp file in the
-same directory, fsync, then a hard link or os.replace to the final name) and never edited
-afterwards, so a killed run leaves either nothing or a whole record, and two runs writing at
-once both land (their ids differ in a random suffix). Files that are not records (corrupt
-JSON, someone else's JSON, temp files) are skipped with a warning.
-
-Verdict rules (`decide_verdict`), in this order:
-
-1. broken:       the run crashed or was interrupted (decided by the runner; no metric).
-2. failed:       the criterion's metric is missing or not finite (the run diverged).
-3. passed:       the metric meets the criterion (metric comparator threshold).
-4. inconclusive: fewer than two points of the series (same experiment, criterion and
-                 variant, see `series_key`) at different compute, or the change of the metric
-                 from the smallest to the largest compute is no bigger than the noise
-                 (2 x the larger std of the last three evaluations of either end run).
-5. inverse:      the metric moves away from the threshold as compute grows.
-6. not_yet:      the metric moves towards the threshold and the floor-term trend of the loss,
-                 mapped to the metric, crosses the threshold at a finite compute (lm.scaling).
-7. failed:       it improves, but the fitted trend flattens before the threshold ("no trend").
+`report(records, out_dir)` writes report.md and one PNG per series into out_dir: the table of
+verdicts per rung, predicted (before the run) vs actual, each series' trend plot, and the
+backtest of the forecasts (lm.scaling.backtest).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import secrets
-import time
-import warnings
 
 import numpy as np
 
 from lm import scaling
-from lm.evals import criteria
+from lm.archive.records import finite, group_series, series_points
+from lm.archive.verdict import trend_of
+from lm.files import is_main_process
 from lm.scaling import backtest as backtest_mod
 from lm.scaling import forecast
 from lm.scaling import records as scaling_records
-from lm.files import is_main_process
 
-SCHEMA = "lm.record/1"
-DEFAULT_ARCHIVE = os.path.join("experiments", "archive")
-VERDICTS = ("passed", "not_yet", "failed", "inverse", "inconclusive", "broken")
-COMPARATORS = {"<=": lambda v, t: v <= t, "<": lambda v, t: v < t,
-               ">=": lambda v, t: v >= t, ">": lambda v, t: v > t}
-
-
-class ArchiveWarning(UserWarning):
-    """A file in the archive that is not a readable record."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing and reading records.
-
-def new_id(name: str, rung: str) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in f"{name}-{rung}")
-    return f"{stamp}-{safe}-{secrets.token_hex(3)}"
-
-
-def _jsonable(x):
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if hasattr(x, "to_dict"):
-        return x.to_dict()
-    return str(x)
-
-
-def write_record(record: dict, archive_dir: str) -> str:
-    """Write a new record atomically and return its path; never replaces an existing file.
-    In a multi-process run only process 0 writes (the others get the path it would have)."""
-    if not is_main_process():
-        return os.path.join(archive_dir, record["id"] + ".json")
-    os.makedirs(archive_dir, exist_ok=True)
-    record = dict(record)
-    record.setdefault("schema", SCHEMA)
-    for _ in range(100):
-        path = os.path.join(archive_dir, record["id"] + ".json")
-        tmp = os.path.join(archive_dir, f".{record['id']}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-        try:
-            with open(tmp, "w") as f:
-                json.dump(record, f, indent=1, default=_jsonable)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:  # a full disk: no half-written temp file left behind
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        try:
-            try:
-                os.link(tmp, path)  # fails if the name exists: a record is never overwritten
-            except FileExistsError:
-                record["id"] = new_id(record.get("experiment", "x"), record.get("rung", "x"))
-                continue
-            except OSError:  # file systems without hard links
-                if os.path.exists(path):
-                    record["id"] = new_id(record.get("experiment", "x"), record.get("rung", "x"))
-                    continue
-                os.replace(tmp, path)
-            return path
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    raise RuntimeError(f"could not find a free record name in {archive_dir}")
-
-
-def load_records(archive_dir: str) -> list[dict]:
-    """Every readable record, oldest first; other files are skipped with an ArchiveWarning."""
-    if not os.path.isdir(archive_dir):
-        return []
-    records = []
-    for name in sorted(os.listdir(archive_dir)):
-        path = os.path.join(archive_dir, name)
-        if name.startswith(".") or name == "README.md" or not os.path.isfile(path):
-            continue
-        if not name.endswith(".json"):
-            warnings.warn(f"skipping {path}: not a .json record", ArchiveWarning, stacklevel=2)
-            continue
-        try:
-            with open(path) as f:
-                rec = json.load(f)
-        except (OSError, ValueError) as e:
-            warnings.warn(f"skipping {path}: unreadable JSON ({e})", ArchiveWarning, stacklevel=2)
-            continue
-        if not isinstance(rec, dict) or rec.get("schema") != SCHEMA or "id" not in rec:
-            warnings.warn(f"skipping {path}: not an lm run record (no schema {SCHEMA!r})",
-                          ArchiveWarning, stacklevel=2)
-            continue
-        rec["_path"] = path
-        records.append(rec)
-    records.sort(key=lambda r: (r.get("created", ""), r["id"]))
-    return records
-
-
-def find_record(records: list[dict], ident: str) -> dict:
-    """The record whose id equals, or uniquely starts with / contains, `ident`."""
-    exact = [r for r in records if r["id"] == ident or os.path.basename(r.get("_path", "")) == ident]
-    if exact:
-        return exact[0]
-    hits = [r for r in records if r["id"].startswith(ident)] or [r for r in records if ident in r["id"]]
-    if len(hits) == 1:
-        return hits[0]
-    if not hits:
-        raise FileNotFoundError(f"no record with id {ident!r} in the archive ({len(records)} records)")
-    raise ValueError(f"{ident!r} matches {len(hits)} records: {[r['id'] for r in hits][:5]}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Series: the runs of one experiment that a trend is fitted across.
-
-def lower_is_better(comparator: str) -> bool:
-    return comparator in ("<=", "<")
-
-
-def meets(value, comparator: str, threshold: float) -> bool:
-    return value is not None and math.isfinite(value) and COMPARATORS[comparator](value, threshold)
-
-
-def series_key(record: dict) -> tuple:
-    """Runs are comparable when experiment, criterion and variant (non-scale overrides) agree."""
-    crit = record.get("criterion", {})
-    return (record.get("experiment"), crit.get("metric"), crit.get("comparator"),
-            crit.get("threshold"), crit.get("split"), record.get("variant", ""))
-
-
-def point_key(record: dict) -> tuple:
-    return (record.get("rung"), tuple(record.get("scale_overrides", [])))
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def series_points(records: list[dict]) -> list[dict]:
-    """The latest usable record per (rung, scale overrides), sorted by training compute.
-
-    A redesigned ladder retires the old rungs: only rungs of the newest record's ladder count
-    (records without a ladder keep every rung)."""
-    latest = {}
-    current = next((r.get("ladder") for r in reversed(records) if r.get("ladder")), None)
-    for r in records:
-        if current and r.get("rung") not in current:
-            continue
-        if r.get("verdict") == "broken" or not _finite(r.get("metric_value")):
-            continue
-        if not _finite(r.get("train_flops")) or r["train_flops"] <= 0:
-            continue
-        latest[point_key(r)] = r  # records come oldest first
-    return sorted(latest.values(), key=lambda r: r["train_flops"])
-
-
-def eval_noise(record: dict) -> float:
-    """Std of the last three evaluations of the criterion's metric in the run's history."""
-    key = criteria.history_key(record.get("criterion", {}).get("metric", ""))
-    vals = [h[key] for h in record.get("history", []) if _finite(h.get(key))]
-    return float(np.std(vals[-3:])) if len(vals) >= 2 else 0.0
-
-
-def trend_of(points: list[dict], *, target: dict | None = None, target_compute=None,
-             samples: int = 100) -> dict | None:
-    """The series' forecast (lm.scaling.forecast: L(N, D) on every eval point, sigmoid link,
-    crossing, phase changes); None when it cannot be fitted. Records without N and D
-    (hand-made, foreign) fall back to the compute-only fit L(C) of lm.scaling.compute.
-    target: {n, d, compute} of a run about to start (predicted as "at")."""
-    if points and all(scaling_records.n_params(p) and scaling_records.tokens(p) for p in points):
-        return forecast.forecast(points, target=target, samples=samples)
-    pts = [p for p in points if _finite(p.get("surrogate_value"))]
-    if len({p["train_flops"] for p in pts}) < 2:
-        return None
-    crit = pts[-1]["criterion"]
-    noise = max(eval_noise(p) for p in pts)
-    if target_compute is None and target:
-        target_compute = target.get("compute")
-    out = scaling.predict([p["train_flops"] for p in pts], [p["surrogate_value"] for p in pts],
-                          [p["metric_value"] for p in pts], threshold=crit["threshold"],
-                          lower_is_better=lower_is_better(crit["comparator"]), noise=noise,
-                          target_compute=target_compute, samples=samples)
-    out.update(kind="L(C)", unpredictable=False)
-    return out
-
-
-def decide_verdict(record: dict, archive: list[dict]) -> tuple[str, str, dict | None]:
-    """(verdict, reason, trend) for a finished run, given the archive it joins (rules above)."""
-    crit = record["criterion"]
-    value = record.get("metric_value")
-    metric = f"{crit['split']} {crit['metric']}"
-    target = f"{crit['comparator']} {crit['threshold']}"
-    if not _finite(value):
-        return "failed", f"{metric} is {value} (not finite: the run diverged)", None
-    if meets(value, crit["comparator"], crit["threshold"]):
-        return "passed", f"{metric} = {value:.4g} {target}", None
-    incapable = scaling_records.incapable(record)
-    if incapable:
-        return "inconclusive", (f"{metric} = {value:.4g} misses {target}, but this rung cannot meet "
-                                f"it at any size ({incapable}); left out of the scaling fits"), None
-    key = series_key(record)
-    same = [r for r in archive if series_key(r) == key and r.get("id") != record.get("id")]
-    points = [p for p in series_points(same + [record]) if not scaling_records.incapable(p)]
-    missed = f"{metric} = {value:.4g} misses {target}"
-    if len({p["train_flops"] for p in points}) < 2:
-        return "inconclusive", f"{missed}; only one rung of this series so far: no trend yet", None
-    first, last = points[0], points[-1]
-    sign = 1.0 if lower_is_better(crit["comparator"]) else -1.0
-    gain = sign * (first["metric_value"] - last["metric_value"])  # > 0: towards the threshold
-    noise = 2.0 * max(eval_noise(first), eval_noise(last))
-    span = f"from {first['metric_value']:.4g} ({first['rung']}) to {last['metric_value']:.4g} ({last['rung']})"
-    if abs(gain) <= max(noise, 1e-9):
-        return "inconclusive", f"{missed}; change {span} is within noise ({noise:.2g})", None
-    if gain < 0:
-        return "inverse", f"{missed}; worse with scale: {span}", None
-    trend = trend_of(points)
-    if trend is None:
-        return "inconclusive", (f"{missed}; improves {span}, but the rungs give too few usable eval "
-                                "points for a scaling fit"), None
-    if trend.get("unpredictable") or not trend["no_trend"]:
-        return "not_yet", f"{missed}; improves with scale {span}; {trend['reason']}", trend
-    return "failed", f"{missed}; improves {span} but {trend['reason']}", trend
-
-
-# ---------------------------------------------------------------------------------------------
-# Listing and the report.
 
 def _fmt(x, spec=".4g"):
-    return format(x, spec) if _finite(x) else ("-" if x is None else str(x))
+    return format(x, spec) if finite(x) else ("-" if x is None else str(x))
 
 
 def summary_row(r: dict) -> dict:
@@ -330,13 +87,6 @@ def format_show(r: dict) -> str:
 def _series_name(key: tuple) -> str:
     name = key[0] or "?"
     return name + (f" [{key[5]}]" if key[5] else "")
-
-
-def group_series(records: list[dict]) -> dict:
-    groups = {}
-    for r in records:
-        groups.setdefault(series_key(r), []).append(r)
-    return groups
 
 
 def report_table(records: list[dict]) -> str:
@@ -406,26 +156,7 @@ def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
     law = (trend or {}).get("law")
     law = forecast.law_mod.Law(**law) if law else None
     for i, p in enumerate(points):
-        run = forecast.run_of(p)
-        color = f"C{i % 10}"
-        if run is None or not _finite(run.compute):
-            ax_m.plot([p["train_flops"]], [p["metric_value"]], "o", color=color, label=p["rung"])
-            ax_l.plot([p["train_flops"]], [p["surrogate_value"]], "o", color=color, label=p["rung"])
-            continue
-        c = run.compute * run.d / run.d_final
-        ax_m.plot(c, run.metric, ".-", color=color, alpha=0.6, label=p["rung"])
-        tag = " (excluded)" if run.excluded else ""
-        ax_l.plot(c[run.usable], run.loss[run.usable], "o", color=color, ms=4, label=p["rung"] + tag)
-        ax_l.plot(c[~run.usable], run.loss[~run.usable], "o", mfc="none", color=color, ms=4)
-        if law is not None and not run.excluded and run.usable.any():  # over the fitted evals
-            u = run.usable
-            ax_l.plot(c[u], law(np.full(run.d[u].shape, run.n), run.d[u]), "-", color=color, alpha=0.5)
-        pred = (p.get("prediction") or {}).get("at")
-        if pred and _finite(pred.get("surrogate")):
-            band = pred.get("surrogate_interval") or [pred["surrogate"]] * 2
-            ax_l.errorbar([p["train_flops"]], [pred["surrogate"]],
-                          yerr=[[pred["surrogate"] - band[0]], [band[1] - pred["surrogate"]]],
-                          fmt="x", color="k", capsize=3, label="predicted before the run")
+        _plot_rung(ax_m, ax_l, p, law, f"C{i % 10}")
     _baseline_lines(ax_m, ax_l, recs, crit["metric"])
     text = "no trend (too few rungs or eval points)"
     if trend is not None:
@@ -451,7 +182,7 @@ def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
                 f" [{iv[0]:.2g}, {iv[1]:.2g}]" if iv else "")
         else:
             text = "no trend"
-    losses = [p["surrogate_value"] for p in points if _finite(p.get("surrogate_value")) and p["surrogate_value"] > 0]
+    losses = [p["surrogate_value"] for p in points if finite(p.get("surrogate_value")) and p["surrogate_value"] > 0]
     if losses and max(losses) / min(losses) > 20:  # a loss that collapses (phase change): log scale
         ax_l.set_yscale("log")
     for ax, ylabel in ((ax_m, f"{crit['split']} {crit['metric']}"),
@@ -467,6 +198,30 @@ def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return trend
+
+
+def _plot_rung(ax_m, ax_l, p: dict, law, color: str) -> None:
+    """One rung: its eval curve (metric and loss; open circles: evals the fit leaves out),
+    the law along it, and the prediction stored before it ran."""
+    run = forecast.run_of(p)
+    if run is None or not finite(run.compute):
+        ax_m.plot([p["train_flops"]], [p["metric_value"]], "o", color=color, label=p["rung"])
+        ax_l.plot([p["train_flops"]], [p["surrogate_value"]], "o", color=color, label=p["rung"])
+        return
+    c = run.compute * run.d / run.d_final
+    ax_m.plot(c, run.metric, ".-", color=color, alpha=0.6, label=p["rung"])
+    tag = " (excluded)" if run.excluded else ""
+    ax_l.plot(c[run.usable], run.loss[run.usable], "o", color=color, ms=4, label=p["rung"] + tag)
+    ax_l.plot(c[~run.usable], run.loss[~run.usable], "o", mfc="none", color=color, ms=4)
+    if law is not None and not run.excluded and run.usable.any():  # over the fitted evals
+        u = run.usable
+        ax_l.plot(c[u], law(np.full(run.d[u].shape, run.n), run.d[u]), "-", color=color, alpha=0.5)
+    pred = (p.get("prediction") or {}).get("at")
+    if pred and finite(pred.get("surrogate")):
+        band = pred.get("surrogate_interval") or [pred["surrogate"]] * 2
+        ax_l.errorbar([p["train_flops"]], [pred["surrogate"]],
+                      yerr=[[pred["surrogate"] - band[0]], [band[1] - pred["surrogate"]]],
+                      fmt="x", color="k", capsize=3, label="predicted before the run")
 
 
 def _baseline_lines(ax_m, ax_l, recs: list[dict], metric: str) -> None:
