@@ -24,7 +24,8 @@ in this order:
                  does not need a loss <= 0): the metric is not a smooth function of the trend.
 11. failed:      the most favourable end of the 90% interval of the best criterion metric
                  attainable within the budget misses the criterion ("excluded at 90% within
-                 1000x the largest rung"), printed with the confidence and the budget.
+                 1000x the largest rung"), printed with the confidence and the budget. A fit
+                 with as many parameters as points has no interval, so it cannot fail a series.
 12. not_yet:     otherwise: a pass within the budget is not excluded (the reason gives the
                  predicted crossing, or the attainable bound).
 
@@ -89,6 +90,8 @@ def attainable(trend: dict | None, criterion: dict, budget: float | None) -> dic
         return None
     if trend.get("attainable"):  # lm.scaling computes it itself
         return trend["attainable"]
+    if trend.get("exactly_determined"):  # as many parameters as points: no interval to bound
+        return None
     at = trend.get("at") or {}
     band = at.get("metric_interval")
     mapping = trend.get("mapping")  # the compute-only fit: a straight line surrogate -> metric
@@ -181,8 +184,8 @@ def _decide_trend(points: list[dict], crit: dict, missed: str) -> tuple[str, str
                           f"largest rung ({att['budget_compute']:.3g} FLOPs): best attainable "
                           f"{_g(att['best'])}, {att['confidence']:.0%} bound {att['bound']:.4g}; "
                           f"{trend['reason']}"), trend
-    bound = (f"; {att['confidence']:.0%} bound within {BUDGET_FACTOR:.0f}x: {att['bound']:.4g}"
-             if att else "; no attainable bound (the metric cannot be linked to the loss)")
+    bound = (f"; {att['confidence']:.0%} bound within {BUDGET_FACTOR:.0f}x: {att['bound']:.4g}" if att
+             else "; no interval to exclude a pass with (too few points, or no link to the loss)")
     return "not_yet", f"{missed}; improves with scale {span}; {trend['reason']}{bound}", trend  # 12
 
 
