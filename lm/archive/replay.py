@@ -66,9 +66,10 @@ def replay_series(series: list[dict], samples: int = 40) -> list[dict]:
                    recorded=rec.get("verdict"),
                    passes_later=any(meets(r.get("metric_value"), crit.get("comparator", "<="),
                                           crit.get("threshold", 0.0)) for r in series[i + 1:]))
-        if rec.get("verdict") == "broken" or not crit:
-            rows.append(dict(row, replayed="broken", reason=rec.get("reason"), prediction=None,
-                             cheapest=None))
+        if rec.get("verdict") == "broken" or not crit or rec.get("metric_value") is None:
+            # crashed, or diverged (the runner's "failed"): no metric to decide on again
+            rows.append(dict(row, replayed=rec.get("verdict"), reason=rec.get("reason"),
+                             prediction=None, cheapest=None))
             continue
         row.update(told_before(rec, before, series, samples))
         try:

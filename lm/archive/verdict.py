@@ -7,26 +7,27 @@ in this order:
 
 1. broken:       the run crashed or was interrupted before training ended (decided by the
                  runner, lm.experiment; such a record has no metric).
-2. failed:       the criterion's metric is missing or not finite (the run diverged).
-3. passed:       the metric meets the criterion (metric comparator threshold); with several
+2. inconclusive: the run's final metrics lack the criterion's metric.
+3. failed:       the criterion's metric is not finite (the run diverged).
+4. passed:       the metric meets the criterion (metric comparator threshold); with several
                  seeds, a mean within seed noise of the threshold says so.
-4. inconclusive: this rung cannot meet the criterion at any size (its context is shorter than
+5. inconclusive: this rung cannot meet the criterion at any size (its context is shorter than
                  the task needs, lm.scaling.records.incapable); left out of the fits.
-5. not_yet:      the miss is within seed noise of the threshold (a `--seeds=K` record whose
+6. not_yet:      the miss is within seed noise of the threshold (a `--seeds=K` record whose
                  mean is within 2 standard errors of it): more seeds or the next rung decide.
-6. not_yet:      a first miss: fewer than two rungs of the series at different compute
+7. not_yet:      a first miss: fewer than two rungs of the series at different compute
                  ("no trend yet").
-7. not_yet:      the metric's change from the smallest to the largest compute is within noise
+8. not_yet:      the metric's change from the smallest to the largest compute is within noise
                  (2 x the larger of the end runs' eval noise and seed noise): "no trend yet".
-8. inverse:      the metric moves away from the threshold as compute grows.
-9. not_yet:      the rungs give too few usable evaluations for a scaling fit ("no forecast yet").
-10. not_yet:     the forecast flags a phase change and the criterion is possible at all (it
+9. inverse:      the metric moves away from the threshold as compute grows.
+10. not_yet:     the rungs give too few usable evaluations for a scaling fit ("no forecast yet").
+11. not_yet:     the forecast flags a phase change and the criterion is possible at all (it
                  does not need a loss <= 0): the metric is not a smooth function of the trend.
-11. failed:      the most favourable end of the 90% interval of the best criterion metric
+12. failed:      the most favourable end of the 90% interval of the best criterion metric
                  attainable within the budget misses the criterion ("excluded at 90% within
                  1000x the largest rung"), printed with the confidence and the budget. A fit
                  with as many parameters as points has no interval, so it cannot fail a series.
-12. not_yet:     otherwise: a pass within the budget is not excluded (the reason gives the
+13. not_yet:     otherwise: a pass within the budget is not excluded (the reason gives the
                  predicted crossing, or the attainable bound).
 
 `attainable` reads the forecast's own `attainable` field when lm.scaling provides one, and
@@ -134,51 +135,54 @@ def _seed_note(record: dict) -> str | None:
     return None
 
 
-def decide_verdict(record: dict, archive: list[dict]) -> tuple[str, str, dict | None]:
-    """(verdict, reason, trend) for a finished run, given the archive it joins (rules above)."""
+def decide_verdict(record: dict, archive: list[dict], *, samples: int = 100) -> tuple[str, str, dict | None]:
+    """(verdict, reason, trend) for a finished run, given the archive it joins (rules above);
+    `samples`: bootstrap refits of the forecast."""
     crit = record["criterion"]
     value = record.get("metric_value")
     metric = f"{crit['split']} {crit['metric']}"
     target = f"{crit['comparator']} {crit['threshold']}"
-    if not finite(value):  # 2
+    if value is None:  # 2
+        return "inconclusive", f"the run's final metrics have no {metric}", None
+    if not finite(value):  # 3
         return "failed", f"{metric} is {value} (not finite: the run diverged)", None
     note = _seed_note(record)
-    if meets(value, crit["comparator"], crit["threshold"]):  # 3
+    if meets(value, crit["comparator"], crit["threshold"]):  # 4
         return "passed", f"{metric} = {value:.4g} {target}" + (f"; {note}" if note else ""), None
     missed = f"{metric} = {value:.4g} misses {target}"
     incapable = scaling_records.incapable(record)
-    if incapable:  # 4
+    if incapable:  # 5
         return "inconclusive", (f"{missed}, but this rung cannot meet it at any size ({incapable}); "
                                 "left out of the scaling fits"), None
-    if note:  # 5
+    if note:  # 6
         return "not_yet", f"{missed}, {note}: more seeds or the next rung decide", None
     same = [r for r in archive if series_key(r) == series_key(record) and r.get("id") != record.get("id")]
     points = [p for p in series_points(same + [record]) if not scaling_records.incapable(p)]
-    if len({p["train_flops"] for p in points}) < 2:  # 6
+    if len({p["train_flops"] for p in points}) < 2:  # 7
         return "not_yet", f"{missed}; first rung of this series: no trend yet (rerun one rung up)", None
-    return _decide_trend(points, crit, missed)
+    return _decide_trend(points, crit, missed, samples)
 
 
-def _decide_trend(points: list[dict], crit: dict, missed: str) -> tuple[str, str, dict | None]:
+def _decide_trend(points: list[dict], crit: dict, missed: str, samples: int) -> tuple[str, str, dict | None]:
     """Rules 7-12: a miss with at least two rungs, judged by the trend across them."""
     first, last = points[0], points[-1]
     sign = 1.0 if lower_is_better(crit["comparator"]) else -1.0
     gain = sign * (first["metric_value"] - last["metric_value"])  # > 0: towards the threshold
     noise = 2.0 * max(eval_noise(first), eval_noise(last), seed_noise(first), seed_noise(last))
     span = f"from {first['metric_value']:.4g} ({first['rung']}) to {last['metric_value']:.4g} ({last['rung']})"
-    if abs(gain) <= max(noise, 1e-9):  # 7
+    if abs(gain) <= max(noise, 1e-9):  # 8
         return "not_yet", f"{missed}; change {span} is within noise ({noise:.2g}): no trend yet", None
-    if gain < 0:  # 8
+    if gain < 0:  # 9
         return "inverse", f"{missed}; worse with scale: {span}", None
-    trend = forecast_with_budget(points, crit)
-    if trend is None:  # 9
+    trend = forecast_with_budget(points, crit, samples)
+    if trend is None:  # 10
         return "not_yet", (f"{missed}; improves {span}, but the rungs give too few usable eval "
                            "points for a scaling fit: no forecast yet"), None
     need = trend.get("target_surrogate")
-    if trend.get("unpredictable") and not (need is not None and need <= 0):  # 10
+    if trend.get("unpredictable") and not (need is not None and need <= 0):  # 11
         return "not_yet", f"{missed}; improves with scale {span}; {trend['reason']}", trend
     att = trend.get("attainable")
-    if att and not meets(att["bound"], crit["comparator"], crit["threshold"]):  # 11
+    if att and not meets(att["bound"], crit["comparator"], crit["threshold"]):  # 12
         return "failed", (f"{missed}; improves {span}, but a pass is excluded at "
                           f"{att['confidence']:.0%} confidence within {BUDGET_FACTOR:.0f}x the "
                           f"largest rung ({att['budget_compute']:.3g} FLOPs): best attainable "
@@ -186,7 +190,7 @@ def _decide_trend(points: list[dict], crit: dict, missed: str) -> tuple[str, str
                           f"{trend['reason']}"), trend
     bound = (f"; {att['confidence']:.0%} bound within {BUDGET_FACTOR:.0f}x: {att['bound']:.4g}" if att
              else "; no interval to exclude a pass with (too few points, or no link to the loss)")
-    return "not_yet", f"{missed}; improves with scale {span}; {trend['reason']}{bound}", trend  # 12
+    return "not_yet", f"{missed}; improves with scale {span}; {trend['reason']}{bound}", trend  # 13
 
 
 def _g(x) -> str:
