@@ -40,8 +40,9 @@ def _ladder_ahead(record: dict, series: list[dict]) -> list[dict]:
 
 
 def told_before(record: dict, before: list[dict], series: list[dict], samples: int) -> dict:
-    """The forecast a rerun would have stored for this run, from the records before it."""
-    points = series_points(before)
+    """The forecast a rerun would have stored for this run, from the records before it (the
+    rungs of this run's ladder: a redesigned ladder retires the old rungs)."""
+    points = [p for p in series_points(before + [record]) if p["id"] != record["id"]]
     target = _target(record)
     trend = trend_of(points, target=target, samples=samples) if len(points) >= 2 else None
     if trend is None:
