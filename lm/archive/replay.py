@@ -13,6 +13,7 @@ false "failed" this test of the loop looks for.
 from __future__ import annotations
 
 from lm.archive.records import created_order, finite, group_series, meets, series_points
+from lm.archive.report import fmt, fmt_band
 from lm.archive.verdict import decide_verdict, trend_of
 from lm.scaling import forecast
 from lm.scaling import records as scaling_records
@@ -102,10 +103,6 @@ def stops(rows: list[dict]) -> dict:
                 false_stop=false_stop)
 
 
-def _f(x, spec=".4g") -> str:
-    return format(x, spec) if finite(x) else "-"
-
-
 def format_replay(results: list[tuple]) -> str:
     """Markdown: per series a row per run (told before | happened | decided after), and the
     totals the loop is judged by."""
@@ -118,11 +115,9 @@ def format_replay(results: list[tuple]) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             p = r.get("prediction") or {}
-            band = p.get("interval")
-            band = f" [{_f(band[0])}, {_f(band[1])}]" if band else ""
-            parts.append(f"| {r['rung']} | {r['created']} | {_f(p.get('surrogate'))}{band} | "
-                         f"{_f(p.get('metric'))} | {r.get('cheapest') or '-'} | {_f(r['actual_loss'])} | "
-                         f"{_f(r['actual'])} | {r['replayed']} | {r['recorded']} | "
+            parts.append(f"| {r['rung']} | {r['created']} | {fmt_band(p.get('surrogate'), p.get('interval'))} | "
+                         f"{fmt(p.get('metric'))} | {r.get('cheapest') or '-'} | {fmt(r['actual_loss'])} | "
+                         f"{fmt(r['actual'])} | {r['replayed']} | {r['recorded']} | "
                          f"{'yes' if r['passes_later'] else 'no'} |")
         s = stops(rows)
         false_failed += s["false_failed"]

@@ -21,8 +21,13 @@ from lm.scaling import forecast
 from lm.scaling import records as scaling_records
 
 
-def _fmt(x, spec=".4g"):
+def fmt(x, spec=".4g"):
     return format(x, spec) if finite(x) else ("-" if x is None else str(x))
+
+
+def fmt_band(value, band) -> str:
+    """'2.25 [2.24, 2.33]': a predicted value and its interval (the value alone without one)."""
+    return fmt(value) + (f" [{fmt(band[0])}, {fmt(band[1])}]" if band else "")
 
 
 def summary_row(r: dict) -> dict:
@@ -40,9 +45,9 @@ def format_list(records: list[dict]) -> str:
     lines = [head, "-" * len(head)]
     for r in records:
         s = summary_row(r)
-        crit = f"{s['metric']}={_fmt(s['value'])} {s['comparator']}{_fmt(s['threshold'], 'g')}"
-        lines.append(f"{s['id']:<52} {s['verdict'] or '-':<12} {crit:<28} {_fmt(s['loss']):>7} "
-                     f"{_fmt(s['train_flops'], '.2e'):>9} {_fmt(s['wall_time'], '.0f'):>5}s"
+        crit = f"{s['metric']}={fmt(s['value'])} {s['comparator']}{fmt(s['threshold'], 'g')}"
+        lines.append(f"{s['id']:<52} {s['verdict'] or '-':<12} {crit:<28} {fmt(s['loss']):>7} "
+                     f"{fmt(s['train_flops'], '.2e'):>9} {fmt(s['wall_time'], '.0f'):>5}s"
                      + (f"  <- {s['parent']}" if s["parent"] else "")
                      + (f"  [{s['variant']}]" if s["variant"] else ""))
     return "\n".join(lines)
@@ -58,11 +63,11 @@ def format_show(r: dict) -> str:
              f"criterion    {crit.get('split')} {crit.get('metric')} {crit.get('comparator')} "
              f"{crit.get('threshold')}",
              f"verdict      {r.get('verdict')}: {r.get('reason')}",
-             "final        " + ", ".join(f"{k}={_fmt(v)}" for k, v in (r.get("final") or {}).items()),
-             f"scale        params {r.get('num_params')}, FLOPs {_fmt(r.get('train_flops'), '.3e')}, "
-             f"tokens {r.get('tokens_seen')}, wall {_fmt(r.get('wall_time'), '.1f')} s",
-             f"fit inputs   N (non-embedding) {_fmt(scaling_records.n_params(r), '.4g')}, "
-             f"D {_fmt(scaling_records.tokens(r), '.4g')}, schedule {scaling_records.schedule(r)}",
+             "final        " + ", ".join(f"{k}={fmt(v)}" for k, v in (r.get("final") or {}).items()),
+             f"scale        params {r.get('num_params')}, FLOPs {fmt(r.get('train_flops'), '.3e')}, "
+             f"tokens {r.get('tokens_seen')}, wall {fmt(r.get('wall_time'), '.1f')} s",
+             f"fit inputs   N (non-embedding) {fmt(scaling_records.n_params(r), '.4g')}, "
+             f"D {fmt(scaling_records.tokens(r), '.4g')}, schedule {scaling_records.schedule(r)}",
              f"config       hash {r.get('config_hash')}, seed {r.get('seed')}, overrides {r.get('overrides')}",
              f"provenance   git {prov.get('git_commit')} dirty={prov.get('git_dirty')}, "
              f"{prov.get('versions')}",
@@ -73,11 +78,9 @@ def format_show(r: dict) -> str:
     p = r.get("prediction")
     if p:
         at = p.get("at") or {}
-        band = at.get("surrogate_interval")
-        band = f"[{_fmt(band[0])}, {_fmt(band[1])}]" if band else ""
         lines.append(f"predicted    before the run, from {len(p.get('from_records', []))} records: "
-                     f"loss {_fmt(at.get('surrogate'))} {band}, "
-                     f"{crit.get('metric')} {_fmt(at.get('metric'))}, passes={at.get('passes')}; "
+                     f"loss {fmt_band(at.get('surrogate'), at.get('surrogate_interval'))}, "
+                     f"{crit.get('metric')} {fmt(at.get('metric'))}, passes={at.get('passes')}; "
                      f"{p.get('reason')}")
     if r.get("error"):
         lines.append("error        " + r["error"].strip().splitlines()[-1])
@@ -110,7 +113,7 @@ def report_table(records: list[dict]) -> str:
         for n in names:
             r = latest.get(n)
             cells.append("not run" if r is None else
-                         f"{r.get('verdict')} {_fmt(r.get('metric_value'))}")
+                         f"{r.get('verdict')} {fmt(r.get('metric_value'))}")
         lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -127,12 +130,10 @@ def predictions_table(records: list[dict]) -> str:
     for r in rows:
         p = r["prediction"]
         at = p.get("at") or {}
-        band = at.get("surrogate_interval")
-        band = f" [{_fmt(band[0])}, {_fmt(band[1])}]" if band else ""
-        lines.append(f"| {r['id']} | {r.get('rung')} | {_fmt(at.get('surrogate'))}{band} | "
-                     f"{_fmt(r.get('surrogate_value'))} | {_fmt(at.get('metric'))} | "
-                     f"{_fmt(r.get('metric_value'))} | {_fmt(p.get('compute_at_threshold'), '.3g')} | "
-                     f"{_fmt(r.get('train_flops'), '.3g')} | {at.get('passes')} | {r.get('verdict')} |")
+        lines.append(f"| {r['id']} | {r.get('rung')} | {fmt_band(at.get('surrogate'), at.get('surrogate_interval'))} | "
+                     f"{fmt(r.get('surrogate_value'))} | {fmt(at.get('metric'))} | "
+                     f"{fmt(r.get('metric_value'))} | {fmt(p.get('compute_at_threshold'), '.3g')} | "
+                     f"{fmt(r.get('train_flops'), '.3g')} | {at.get('passes')} | {r.get('verdict')} |")
     return "\n".join(lines)
 
 
