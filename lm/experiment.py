@@ -440,8 +440,9 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
     config = load_config(path, rung, sets)
     configs = seed_configs(config, seeds)
     resolve_init_from(config, progress=progress)  # a base experiment is trained (once) first
-    for c in configs[1:]:
-        c.init_from = config.init_from
+    for c in configs[1:]:  # the other seeds start from the same base
+        if config.get("init_from"):
+            c.init_from = config.init_from
     if config.get("init_from"):  # an unreachable pretrained model is bad input, not a broken run
         from lm.hf import pretrained
         pretrained.describe(config.init_from)
