@@ -241,3 +241,12 @@ def test_a_failure_after_training_keeps_the_run(tiny_file, tmp_path):
     import shutil
 
     shutil.rmtree(kept)
+
+
+def test_rerun_keeps_the_parents_seeds_unless_told(tiny_file, tmp_path):
+    a, f = str(tmp_path / "a"), tiny_file()
+    parent, _ = experiment.run(f, "xs", archive_dir=a, train_fn=fake_train(seed_noise=0.01), seeds=2)
+    child, _ = experiment.rerun(parent, "next", archive_dir=a, train_fn=fake_train(seed_noise=0.01))
+    assert child["rung"] == "s" and child["seeds"]["seeds"] == [0, 1]
+    one, _ = experiment.rerun(parent, "m", archive_dir=a, train_fn=fake_train(), seeds=1)
+    assert "seeds" not in one
