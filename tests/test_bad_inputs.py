@@ -292,7 +292,7 @@ def test_report_skips_records_missing_fields(world, tmp_path):
 
 def test_rerun_status_skips_an_unrunnable_series(world, tmp_path, monkeypatch):
     """One series whose experiment file is gone does not abort the others; a first miss
-    (one rung, inconclusive: no trend yet) is rerun by --status=not_yet."""
+    (one rung, not_yet: no trend yet) is rerun by --status=not_yet."""
     from tests.test_experiment import fake_train
 
     arch = str(tmp_path / "arch")
@@ -300,7 +300,7 @@ def test_rerun_status_skips_an_unrunnable_series(world, tmp_path, monkeypatch):
     gone.write_text(EXPERIMENT.replace('name="tiny"', 'name="gone"'))
     experiment.run(str(gone), "xs", archive_dir=arch, train_fn=fake_train(floor=0.5), progress=False)
     experiment.run(world["exp"], "xs", archive_dir=arch, train_fn=fake_train(floor=0.5), progress=False)
-    assert {r["verdict"] for r in archive.load_records(arch)} == {"inconclusive"}
+    assert {r["verdict"] for r in archive.load_records(arch)} == {"not_yet"}
     os.remove(gone)
     monkeypatch.setattr(trainer, "train", fake_train(floor=0.5))
     code, out, err = lm_main("archive", "rerun", "--status=not_yet", "--rung=next", f"--archive={arch}",
@@ -490,7 +490,7 @@ def test_archive_not_writable_keeps_the_results(world, tmp_path, monkeypatch):
     kept = str(e.value).split("results are kept in ")[1].split(" ")[0]
     with open(kept) as f:
         rec = json.load(f)
-    assert rec["verdict"] == "inconclusive" and rec["final"]["loss"] > 0
+    assert rec["verdict"] == "not_yet" and rec["final"]["loss"] > 0
     monkeypatch.undo()
 
     # a full disk mid-write leaves no temp file in the archive
