@@ -36,7 +36,7 @@ from flax import linen as nn
 
 from lm import checkpoint as ckpt_lib
 from lm import guard as guard_lib
-from lm import objectives, optim, remote, sharding
+from lm import devices, objectives, optim, remote, sharding
 from lm.evaluation import eval_params, evaluate, make_eval_step, run_eval  # noqa: F401  (trainer API)
 from lm import trackers
 from lm import workdir as workdir_files
@@ -445,7 +445,7 @@ def _train(run: Run, workdir: str, guard, *, progress: bool, t_start: float, mir
         with sharding.activate(run.mesh):
             for step in range(start, t.steps):
                 batch, data_state = feed.next()
-                state, metrics = train_step(state, batch)
+                state, metrics = devices.settle(run.mesh, train_step(state, batch))
                 done = step + 1
                 if last_time is None:  # the first step compiles: time from its end
                     jax.block_until_ready(metrics["loss"])
