@@ -61,3 +61,24 @@ def test_malformed_yaml_and_too_many_fewshot_examples_are_clear_errors(tmp_path,
     monkeypatch.chdir(REPO)  # 4 documents, the few-shot examples drawn from the same split
     with pytest.raises(ValueError, match=r"--num_fewshot=9: .*'lm_tiny_arith_mc' has 3; use --num_fewshot<=3"):
         harness.run(None, "lm_tiny_arith_mc", include_path=FIXTURES, evaluator=ev, num_fewshot=9, limit=1)
+
+
+def test_results_file_and_table_are_lm_evals_own(tmp_path, monkeypatch):
+    import glob
+    import json
+
+    from lm_eval.utils import make_table
+
+    monkeypatch.chdir(REPO)
+    ev, _, _ = _random_evaluator(max_len=24, batch_size=4)
+    full = harness.run(None, "lm_tiny_arith_mc", include_path=FIXTURES, evaluator=ev, full=True,
+                       output_path=str(tmp_path))
+    files = glob.glob(str(tmp_path / "**" / "results_*.json"), recursive=True)
+    assert len(files) == 1
+    with open(files[0]) as f:
+        saved = json.load(f)
+    acc = full["results"]["lm_tiny_arith_mc"]["acc,none"]
+    assert saved["results"]["lm_tiny_arith_mc"]["acc,none"] == acc
+    assert {"versions", "n-shot", "configs", "config"} <= set(saved)
+    table = make_table(full)
+    assert "lm_tiny_arith_mc" in table and "acc" in table and f"{acc:.4f}" in table

@@ -140,10 +140,8 @@ def check_local_task(include_path: str | None, names) -> None:
 
 def fewshot_error(manager, names, num_fewshot: int) -> ValueError:
     """lm-eval's "Sample larger than population", said with the number of documents there are."""
-    from lm_eval.tasks import get_task_dict
-
     counts = {}
-    for name, task in get_task_dict(names, manager).items():
+    for name, task in manager.load(names)["tasks"].items():
         own_split = not (task.has_training_docs() or task.has_validation_docs()) and \
             getattr(task.config, "fewshot_split", None) in (None, task.config.test_split)
         counts[name] = len(list(task.fewshot_docs())) - int(own_split)  # never a doc's own example
@@ -154,9 +152,11 @@ def fewshot_error(manager, names, num_fewshot: int) -> ValueError:
 
 
 def run(workdir: str | None, tasks, *, step: int | None = None, include_path: str | None = None,
-        num_fewshot: int = 0, limit: int | None = None, evaluator=None, full: bool = False) -> dict:
+        num_fewshot: int = 0, limit: int | None = None, evaluator=None, full: bool = False,
+        output_path: str | None = None) -> dict:
     """Harness tasks on a workdir (or an Evaluator): the harness's per-task results dict (with
-    full=True simple_evaluate's whole output, what lm_eval's results file and table read)."""
+    full=True simple_evaluate's whole output, what lm_eval's `make_table` reads). output_path:
+    lm_eval's own tracker writes its results_<timestamp>.json there (under the model's name)."""
     _lm_eval()
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local YAML + local files: no network
     import lm_eval
@@ -174,14 +174,22 @@ def run(workdir: str | None, tasks, *, step: int | None = None, include_path: st
     check_local_task(include_path, names)
     cls = register()
     model = cls(evaluator=evaluator) if evaluator is not None else cls(workdir=workdir, checkpoint=step)
+    tracker = None
+    if output_path:
+        from lm_eval.loggers import EvaluationTracker
+
+        tracker = EvaluationTracker(output_path=output_path)
     try:
         out = lm_eval.simple_evaluate(model=model, tasks=names, num_fewshot=num_fewshot or None,
                                       limit=limit, task_manager=manager, log_samples=False,
-                                      bootstrap_iters=0, verbosity="ERROR")
+                                      bootstrap_iters=0, verbosity="ERROR",
+                                      evaluation_tracker=tracker, model_args=f"workdir={workdir}")
     except ValueError as e:
         if "larger than population" in str(e):
             raise fewshot_error(manager, names, num_fewshot) from None
         raise
+    if tracker is not None:
+        tracker.save_results_aggregated(results=out, samples=None)
     return out if full else out["results"]
 
 
