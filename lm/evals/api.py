@@ -17,8 +17,9 @@ rounded up to a power of two capped at the context), so a whole task compiles on
 Context limit (model.max_len = T). loglikelihood: context + continuation is cut from the left
 to T + 1 tokens, as the harness does; with strict=True (the default of the direct API) a
 request that needs cutting is an error instead; a continuation longer than T is always an
-error. generate_until: a prompt longer than T is an error (strict) or cut from the left to
-T - max_gen_toks tokens (the harness's rule; strict=False); generation stops at the context.
+error. generate_until: a prompt longer than T is an error (strict; generation stops at the
+context), or (strict=False, HFLM's rule) any prompt is cut from the left to its last
+T - max_gen_toks tokens, so the answer always has room.
 loglikelihood_rolling cuts the text into the harness's disjoint windows of T tokens (each
 window after the first is predicted from the `context_len` tokens before it).
 
