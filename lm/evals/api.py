@@ -294,7 +294,11 @@ class Evaluator:
             raise ValueError(f"the prompt has {len(ids)} tokens, more than the model's "
                              f"context max_len={self.max_len}")
         if not strict and self.cfg.kind == "decoder":  # the harness keeps max_gen tokens free
-            ids = ids[-max(1, self.max_len - max_gen):]
+            if max_gen >= self.max_len:
+                raise ValueError(f"max_gen_toks={max_gen} leaves no room for the prompt in the "
+                                 f"model's context max_len={self.max_len} (lm-eval's default is "
+                                 f"256): set max_gen_toks in the task's generation_kwargs")
+            ids = ids[-(self.max_len - max_gen):]
         elif not strict:
             ids = ids[-limit:]
         sampling.check_request(self.model, np.asarray(ids), max_new_tokens=0,
