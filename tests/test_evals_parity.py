@@ -11,7 +11,6 @@
 import functools
 import json
 import os
-import shutil
 
 import jax.numpy as jnp
 import numpy as np
