@@ -19,7 +19,8 @@ from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLAB = os.path.join(ROOT, "colab")
-NOTEBOOKS = ("quickstart.ipynb", "attention_as_kernel_smoothing.ipynb", "not_yet.ipynb")
+NOTEBOOKS = ("quickstart.ipynb", "attention_as_kernel_smoothing.ipynb", "not_yet.ipynb",
+             "pretrained_not_yet.ipynb")
 KERNEL = "lm-notebook-tests"
 
 # What each notebook must show besides running: (image count or text, minimum count).
@@ -27,6 +28,8 @@ EXPECT = {
     "quickstart.ipynb": [("image/png", 1), ("bits/byte", 1), ("def ", 1), ("mesh {", 1)],
     "attention_as_kernel_smoothing.ipynb": [("image/png", 3), ("matches", 2)],
     "not_yet.ipynb": [("image/png", 2), ("verdict", 1), ("predicted before the run", 1)],
+    "pretrained_not_yet.ipynb": [("image/png", 2), ("not_yet", 2), ("predicted before the run: answer NLL", 1),
+                                 ("lm archive rerun", 1)],
 }
 
 strip = runpy.run_path(os.path.join(COLAB, "strip_outputs.py"))["strip"]  # writes no .pyc
