@@ -671,15 +671,15 @@ def _main_thread() -> bool:
 def estimate_compute(config, parent: dict) -> float | None:
     """Training FLOPs of a config, scaled from the parent record's measured FLOPs."""
     try:
-        from lm.config import model_config
+        from lm.hf.pretrained import run_model_config
         from lm.models import flops_per_token
     except ImportError:
         return None
     vocab = parent.get("vocab_size") or config.model.vocab_size
     pc = ml_collections.ConfigDict(parent["config"])
 
-    def flops(c):
-        m = dataclasses.replace(model_config(c), vocab_size=vocab)
+    def flops(c):  # init_from: the pretrained model's size, not the config's model section
+        m = dataclasses.replace(run_model_config(c), vocab_size=vocab)
         t = c.train
         return flops_per_token(m) * t.steps * t.batch_size * t.grad_accum * m.max_len
 

@@ -64,6 +64,20 @@ def apply(config, workdir: str | None):
     return config
 
 
+def run_model_config(config) -> ModelConfig:
+    """The model a run of `config` trains: with init_from, the pretrained architecture plus the
+    run's RUN_FIELDS (as `apply` resolves it, from config files only: no weights, no workdir).
+    Scaling fits need it before and after a run (N of a Pythia rung is Pythia's, not the config's)."""
+    ours = model_config(config)
+    source = str(config.get("init_from", "") or "")
+    if not source or source.startswith("experiment:"):  # a base experiment: resolved when it runs
+        return ours
+    pre = ModelConfig(**describe(source)["model"])
+    keep = {k: getattr(ours, k) for k in RUN_FIELDS
+            if not (k == "max_len" and pre.position == "learned")}
+    return dataclasses.replace(pre, **keep)
+
+
 def _copy_tokenizer(info: dict, target: str, vocab_size: int) -> None:
     if os.path.isdir(target):
         return

@@ -28,10 +28,10 @@ def record_fields(config, summary: dict, vocab_size: int | None) -> dict:
     try:  # lazily: jax/flax are loaded anyway after training
         import dataclasses
 
-        from lm.config import model_config
+        from lm.hf.pretrained import run_model_config
         from lm.models import nonembed_params
 
-        m = model_config(config)
+        m = run_model_config(config)  # init_from: the pretrained model's architecture
         if vocab_size:
             m = dataclasses.replace(m, vocab_size=int(vocab_size))
         out["num_params_nonembed"] = int(round(nonembed_params(m)))
