@@ -56,7 +56,11 @@ def trend_of(points: list[dict], *, target: dict | None = None, target_compute=N
     (hand-made, foreign) fall back to the compute-only fit L(C) of lm.scaling.compute.
     target: {n, d, compute} of a run about to start (predicted as "at")."""
     if points and all(scaling_records.n_params(p) and scaling_records.tokens(p) for p in points):
-        return forecast.forecast(points, target=target, samples=samples)
+        out = forecast.forecast(points, target=target, samples=samples)
+        if out is not None:
+            return out
+        # No L(N, D) law (e.g. pretrained rungs evaluated after one step: one point each, one
+        # token count): the compute-only fit below, compute being proportional to N there.
     pts = [p for p in points if finite(p.get("surrogate_value"))]
     if len({p["train_flops"] for p in pts}) < 2:
         return None
