@@ -148,3 +148,29 @@ def test_notebook_runs_top_to_bottom(name, kernel_env, tmp_path, monkeypatch):
             assert str(tmp_path) not in fh.read(), f"{name} wrote experiments/archive/{f}"
     if name == "not_yet.ipynb":
         assert f"a copy of the archive: {tmp_path}" in text, "not_yet.ipynb must work on a temp copy"
+
+
+def test_pretrained_notebook_offline_stops_at_once(kernel_env, tmp_path, monkeypatch):
+    """Without the fast mode the ladder comes from the hub: offline and not cached, the import
+    cell stops at once with the one line that says what to do instead (no run is attempted)."""
+    from nbclient.exceptions import CellExecutionError
+
+    monkeypatch.setenv("JUPYTER_PATH", kernel_env)
+    monkeypatch.delenv("LM_NOTEBOOK_FAST", raising=False)
+    monkeypatch.setenv("LM_NOTEBOOK_WORKDIR", str(tmp_path / "work"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p))
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    nb = _read("pretrained_not_yet.ipynb")
+    client = NotebookClient(nb, kernel_name=KERNEL, timeout=120, resources={"metadata": {"path": COLAB}})
+    start = time.time()
+    with pytest.raises(CellExecutionError) as err:
+        client.execute()
+    assert time.time() - start < 60, "offline, the hub path must fail at once"
+    message = str(err.value)
+    assert "hf:EleutherAI/pythia-14m" in message and "huggingface-cli download" in message, message
+    assert "init_from=DIR" in message and "LADDER" in message, message
+    assert not list((tmp_path / "work").rglob("*.json")), "no record may be written offline"
