@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from lm.scaling.fitting import one_blas_thread
+
 HUBER_DELTA = 1e-3
 
 
@@ -131,8 +133,7 @@ def fit_law(n, d, loss, *, floor: bool = True, per_n: bool | None = None,
                     break
             if not floor:
                 break
-    best = None
-    with _one_blas_thread():
+    with one_blas_thread():
         best = _minimize(optimize, objective, starts, [bounds[k] for k in names])
     if best is None:
         raise ValueError("law fit failed")
@@ -141,18 +142,6 @@ def fit_law(n, d, loss, *, floor: bool = True, per_n: bool | None = None,
               a=float(a), B=math.exp(b0), b=float(b), n0=n0, d0=d0, floor=floor, per_n=bool(per_n))
     r = np.log(law(n, d)) - ly
     return dataclasses.replace(law, resid=float(np.sqrt(np.mean(r * r))))
-
-
-def _one_blas_thread():
-    """L-BFGS-B calls BLAS on 5-vectors; threaded OpenBLAS on a busy machine makes each call
-    milliseconds (25x slower fits measured on 2 shared cores). threadpoolctl is optional."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
 
 
 def _minimize(optimize, objective, starts, bounds):
