@@ -42,6 +42,9 @@ CONFIDENCE = 0.9      # attainable: the interval whose favourable end is the bou
 # extrapolation in N x D, from the external curves (lm.scaling.external: median held-out
 # |log error| per decade on the Hoffmann et al. runs, rounded up).
 PRIOR_SD_PER_DECADE = 0.02
+# A law without a floor joins the ensemble (the optimistic reading) unless it fits clearly worse:
+# log residual above twice the floored fit's plus this slack.
+PLAIN_SLACK = 0.005
 
 
 @dataclasses.dataclass
@@ -156,12 +159,14 @@ def _ensemble(s: Series, mains, link, samples: int, rng) -> list[tuple]:
     """(law, link) pairs: the law refitted on resampled rungs and points (floor / no floor
     alternate), the link on resampled (surrogate, metric) pairs."""
     main_floor, main_plain = mains
+    if main_floor is not None and main_plain is not None and main_plain.resid > 2 * main_floor.resid + PLAIN_SLACK:
+        main_plain = None  # the data reject a zero floor: no optimistic members
     pl, pm = _pairs(s.runs)
     ok = np.flatnonzero(np.isfinite(pl) & np.isfinite(pm))
     refit_link = link is not None and link.p != (0.0, 1.0) and ok.size >= 3
     out = []
     for i in range(samples):
-        floor = i % 2 == 0 and main_floor is not None or main_plain is None
+        floor = (i % 2 == 0 or main_plain is None) and main_floor is not None
         for _ in range(5):  # a resample must keep what the law needs (two N, or two D)
             bn, bd, by = _fit_points(s.runs, rng)
             if (s.per_n or np.unique(bn).size >= 2) and np.unique(bd).size >= 2:
