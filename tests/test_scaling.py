@@ -210,7 +210,9 @@ def test_old_records_still_load_list_and_report(tmp_path):
     assert "emergence_copy-r3" in archive.format_list(recs)
     text = archive.report(recs, str(tmp_path / "report"))
     assert "### emergence_copy" in text and "Backtest" in text
-    assert "unpredictable (phase change)" in text  # r3's jump 0.65 -> 0.999 is flagged
+    # r3's accuracy 0.55 -> 1.0 came with its loss 1.66 -> 0.04 (co-movement, cosine runs: only
+    # final evals are past burn-in): not a phase change
+    assert "unpredictable (phase change)" not in text
     quick = archive.report(recs, str(tmp_path / "quick"), backtest=False)
     assert "## Backtest:" in text and "## Backtest:" not in quick and "Backtest left out" in quick
     assert not os.path.exists(tmp_path / "quick" / "backtest.png")

@@ -53,12 +53,12 @@ def _row(held, top_compute, next_rung, prefix_names, f, at) -> dict:
 
 def backtest_levels(s, levels: list[list], *, only=None, samples: int = 60, seed: int = 0) -> list[dict]:
     """Rows for one series (a forecast.Series) whose runs are grouped in compute levels
-    (cheapest first); `only`: hold out just these runs."""
+    (cheapest first); `only`: hold out just these runs (their ids)."""
     c_pass = min((r.compute for lv in levels for r in lv if passes(r.final_metric, s.crit)), default=None)
     rows = []
     for j in range(2, len(levels)):
         prefix = [r for lv in levels[:j] for r in lv]
-        held = [(h, r) for h in range(j, len(levels)) for r in levels[h] if only is None or r in only]
+        held = [(h, r) for h in range(j, len(levels)) for r in levels[h] if only is None or id(r) in only]
         if not held:
             continue
         sub = fc.Series(**{**s.__dict__, "runs": prefix, "per_n": len({r.n for r in prefix}) < 2})
@@ -96,7 +96,7 @@ def backtest(points: list[dict], *, samples: int = 60, seed: int = 0) -> list[di
             runs = sorted(s.runs, key=lambda r: r.compute)
             if len(runs) < 3:
                 continue
-            only = None if not label else [runs[-1]]
+            only = None if not label else {id(runs[-1])}
             got = backtest_levels(s, [[r] for r in runs], only=only, samples=samples, seed=seed)
             rows += [dict(r, recipe=label) for r in got]
     return rows
