@@ -284,7 +284,7 @@ def _crossing(out, s: Series, ens, main, link, dirn, l_star):
         out["p_cross"] = float(np.mean(np.isfinite(arr)))
         out["p_never_100x"] = float(np.mean(arr > NEVER_FACTOR))
         lo, hi = np.percentile(np.minimum(arr, 1e300), [10, 90])  # inf (never) stays last
-        lo, hi = (math.inf if v >= 1e300 else v for v in (lo, hi))
+        lo, hi = (math.inf if v >= 1e290 else float(v) for v in (lo, hi))  # never: beyond the grid
         out["interval"] = [float(lo * dirn.c_top), float(hi * dirn.c_top)]  # inf: never
     if s_main is not None:
         nn, dd, cc = dirn.at(s_main)
