@@ -37,7 +37,7 @@ def _plot(sets, path):
                 continue
             x = [r["actual_loss"] for r in sel]
             y = [r["pred_loss"] for r in sel]
-            err = [[r["pred_loss"] - r["interval"][0] for r in sel], [r["interval"][1] - r["pred_loss"] for r in sel]]
+            err = [[max(r["pred_loss"] - r["interval"][0], 0) for r in sel], [max(r["interval"][1] - r["pred_loss"], 0) for r in sel]]
             ax.errorbar(x, y, yerr=err, fmt="o", ms=3, color=color, alpha=0.6, elinewidth=0.7,
                         label=">= 8x compute" if far else "< 8x compute")
         lo = min(min(r["actual_loss"], r["pred_loss"]) for r in rows)

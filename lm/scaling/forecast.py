@@ -214,7 +214,9 @@ def log_sd(runs, main, miss, nd: float) -> float:
     f = max(nd / max(r.n * r.d_final for r in runs), 1.0)
     seed = max((r.seed_sd / r.final_loss for r in runs if r.final_loss > 0), default=0.0)
     if miss is not None:
-        ext = abs(miss["log_error"]) * max(1.0, math.log(f) / math.log(miss["factor"]))
+        # the held-out RMS error holds the eval scatter (the residual, counted above) too
+        e1 = math.sqrt(max(miss["log_error"] ** 2 - main.resid ** 2, 0.0))
+        ext = e1 * max(1.0, math.log(f) / math.log(miss["factor"]))
     else:
         ext = PRIOR_SD_PER_DECADE * max(math.log10(f), 1.0)
     return math.sqrt(max(main.resid, 1e-4) ** 2 + seed ** 2 + ext ** 2)
@@ -306,6 +308,8 @@ def _ladder_curve(runs, dirn, ens, main, s_main):
 def predict_at(s: Series, ens, main, link, miss, l_star, flagged, target: dict, rng) -> dict:
     """The final surrogate and metric of a run at target {n, d, compute}, with 80% intervals."""
     tn, td = float(target["n"]), float(target["d"])
+    if all(r.schedule == "compute-only" for r in s.runs) and target.get("compute"):
+        tn, td = 1.0, float(target["compute"])  # an L(C) fit: N = 1, D = compute
     sd = log_sd(s.runs, main, miss, tn * td)
     loss, met = _draws(ens, main, link, tn, td, sd, _metric_sd(s, link), rng)
     s_at = float(main(tn, td))
@@ -315,6 +319,13 @@ def predict_at(s: Series, ens, main, link, miss, l_star, flagged, target: dict, 
                 surrogate_interval=[float(v) for v in np.percentile(loss, [10, 90])], metric=m_at,
                 metric_interval=[float(v) for v in np.percentile(met, [10, 90])] if met is not None else None,
                 log_sd=sd, passes=bool(passes))
+
+
+def _in_compute(r: Run) -> Run:
+    """A run's final point as L(C) sees it (N = 1, D = its compute)."""
+    one = np.ones(1)
+    return dataclasses.replace(r, n=1.0, d=r.compute * one, loss=r.final_loss * one, metric=r.final_metric * one,
+                               step=one, usable=one > 0, schedule="compute-only")
 
 
 def forecast(records: list[dict], *, target: dict | None = None, samples: int = 100, seed: int = 0,
@@ -332,6 +343,11 @@ def _forecast(s: Series, target, samples, seed, budget_factor, targets=()) -> di
     n, d, y = _fit_points(s.runs)
     mains = _fit_both(n, d, y, s.per_n)
     main = mains[0] or mains[1]
+    if main is None and not s.per_n:  # too few points for L(N, D): the final points in compute
+        s = dataclasses.replace(s, per_n=True, runs=[_in_compute(r) for r in s.runs])
+        n, d, y = _fit_points(s.runs)
+        mains = _fit_both(n, d, y, True)
+        main = mains[0] or mains[1]
     if main is None:
         return None
     link = _fit_link(s, *_pairs(s.runs))
