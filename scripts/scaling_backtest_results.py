@@ -20,6 +20,26 @@ from lm.scaling import backtest as bt  # noqa: E402
 from lm.scaling import external  # noqa: E402
 
 OUT = os.path.join(ROOT, "bench", "results")
+# What the numbers mean (measured on this archive and machine, see the report of issue 25).
+NOTE = """## Why the archive's goals stay out of reach
+
+- Most archive series are tiny tasks whose loss collapses towards 0 once the task is learned
+  (emergence_copy 2.57 -> 0.0004, dpo_sorted 0.69 -> 0.012, arithmetic_emergence answer NLL):
+  the loss itself leaves any power law with a floor, and a % error on a loss near 0 is
+  unbounded. The per-series tables below show it: these series give the medians above.
+- 15 of the 25 archive predictions come from two rungs (cosine schedules: one final point per
+  rung), where L(N,D) cannot be identified; the forecast then falls back to L(C) through the two
+  final points, with only the prior interval. Constant-LR ladders (attention_kernels) do better.
+- The same code on 245 published runs of 13 compute octaves meets the error and crossing goals;
+  its intervals over-cover (92%, median width 7.3% of the loss): the held-out miss term is
+  conservative.
+- Before this change (same archive, old engine, flagged rows left out): next rung 8.86%, >= 8x
+  13.4%, crossing x19, coverage 62%. The numbers above are not comparable one to one: flagged
+  rows now count as misses (emergence_copy's three rows were hidden before), recipe variants
+  are their own series, and two-rung prefixes of cosine ladders are now fitted (L(C)).
+- Time: archive backtest 90.6 s CPU before (6 min 28 s wall, load 14-16 on 2 cores), about
+  40 s CPU after (88 s wall at load 9, beside the external run's 23 s CPU).
+"""
 
 
 def _plot(sets, path):
@@ -72,7 +92,7 @@ def main(argv=None) -> int:
           f"## External: Hoffmann et al. (2022) runs (lm/scaling/data; {t_ext:.0f} s wall)", "",
           bt.format_summary(s_ext), "",
           f"- crossings predicted late (factor > 1): {100 * (s_ext['crossing_late_share'] or 0):.0f}%", "",
-          "## Per series (archive)", "", archive.format_backtests(res)]
+          NOTE, "## Per series (archive)", "", archive.format_backtests(res)]
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "scaling_backtest.md"), "w") as f:
         f.write("\n".join(md) + "\n")
