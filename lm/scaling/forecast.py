@@ -39,8 +39,8 @@ NEVER_FACTOR = 100    # "never within 100x" the largest rung's compute
 BUDGET_FACTOR = 1000  # attainable: within this factor of the largest rung's compute
 CONFIDENCE = 0.9      # attainable: the interval whose favourable end is the bound
 # Below three rungs the law's own miss cannot be measured: a prior log-error per decade of
-# extrapolation in N x D, from the external curves (lm.scaling.external: median held-out
-# |log error| per decade on the Hoffmann et al. runs, rounded up).
+# extrapolation in N x D (a round guess; the held-out misses on the external runs,
+# lm.scaling.external, are of this order: 1-2% at 2-8x compute).
 PRIOR_SD_PER_DECADE = 0.02
 # A law without a floor joins the ensemble (the optimistic reading) unless it fits clearly worse:
 # log residual above twice the floored fit's plus this slack.
