@@ -31,6 +31,7 @@ setup(
     version="0.1.0",
     description="Transformer language models in JAX/Flax, with experiments that can say 'not yet'.",
     packages=find_packages(include=["lm", "lm.*", "bench", "bench.*"]),
+    package_data={"lm.scaling": ["data/*.csv"]},  # the external curves the backtest checks against
     python_requires=">=3.11",
     install_requires=[
         f"jax>={JAX}",

@@ -696,7 +696,7 @@ def make_prediction(parent: dict, config, records: list[dict], ahead=()) -> dict
     same = [r for r in records if archive.series_key(r) == archive.series_key(parent)]
     points = archive.series_points(same)
     target = scaling_records.target_of(config, parent, compute)
-    trend = archive.trend_of(points, target=target, target_compute=compute)
+    trend = archive.trend_of(points, target=target)
     if trend is None:
         return None
     if ahead and "law" in trend:  # the ladder's rungs still to run: which is the cheapest to pass?
