@@ -441,7 +441,7 @@ def beside_line(bits_per_byte: float, baselines: dict) -> str:
             + ", ".join(parts) + f" ({verdict})")
 
 
-def for_run(config, workdir=None) -> dict | None:
+def for_run(config, workdir=None, *, dataset=None) -> dict | None:
     """record_baselines of a run's data and held-out split (cached), or None when they cannot
     be computed: a finished run is never lost to its baselines. Multi-process runs skip them:
     rebuilding the dataset on process 0 alone would wait at the store's barrier for the others
@@ -451,7 +451,7 @@ def for_run(config, workdir=None) -> dict | None:
     if jax.process_count() > 1 or config.data.source in ("sft", "preference"):
         return None  # post-training examples: no held-out text stream to compress
     try:
-        return record_baselines(cached_baselines(config, workdir=workdir))
+        return record_baselines(cached_baselines(config, workdir=workdir, dataset=dataset))
     except Exception as err:  # noqa: BLE001 -- reported, never fatal
         import logging
 

@@ -13,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import models, objectives, trainer
+from lm import models, runs, trainer
 from lm.config import ConfigError, base_config, model_config
 from lm.data import build_dataset, pairs
+from lm.objectives import preference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,10 +69,10 @@ def test_prompt_and_padding_tokens_carry_no_loss():
     model = models.build_model(mcfg)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 24), jnp.int32))["params"]
     ref = jax.tree.map(lambda x: x * 0.9, params)
-    dpo_sums = jax.jit(lambda b: objectives.dpo_sums(model, params, ref, b, beta=0.1)[0])
+    dpo_sums = jax.jit(lambda b: preference.dpo_sums(model, params, ref, b, beta=0.1)[0])
     base = dpo_sums(batch)
     changed = dict(batch)
-    for side in objectives.PAIR_SIDES:  # scramble every token after the end of each row
+    for side in preference.PAIR_SIDES:  # scramble every token after the end of each row
         pad = batch[f"{side}_segment_ids"] == 0
         changed[f"{side}_inputs"] = np.where(pad, 3, batch[f"{side}_inputs"])
         changed[f"{side}_targets"] = np.where(pad, 4, batch[f"{side}_targets"])
@@ -109,7 +110,7 @@ def test_awkward_examples_are_dropped_by_stated_rules_and_bad_input_is_one_line(
     mismatch = dpo_config()
     mismatch.data.source = "stdlib"
     with pytest.raises(ConfigError, match="go together"):
-        trainer.setup(mismatch)
+        runs.setup(mismatch)
 
 
 # ----------------------------------------------------------------------------- the DPO objective
@@ -140,7 +141,7 @@ def test_dpo_loss_and_gradient_equal_a_direct_transcription():
     ref = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 24), jnp.int32))["params"]
 
     def ours(p):  # padding inside a row is masked by segment ids, as in training
-        return objectives.dpo_sums(model, p, ref, batch, beta=0.3, label_smoothing=0.1)[0]["dpo_sum"]
+        return preference.dpo_sums(model, p, ref, batch, beta=0.3, label_smoothing=0.1)[0]["dpo_sum"]
 
     def direct(p):  # no segment ids: causal attention alone, padding sits after the sequence
         return _direct_dpo(model, p, ref, batch, 0.3, 0.1)
@@ -199,8 +200,8 @@ def test_dpo_resumes_exactly_after_kill_9(tmp_path, straight):
     killed = run(tmp_path / "a", LM_CRASH_AT_STEP="5")  # checkpoint at 3, killed after 5
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert run(tmp_path / "a").returncode == 0
-    _, _, resumed, _ = trainer.load_workdir(str(tmp_path / "a"), for_eval=True)
-    _, _, direct, _ = trainer.load_workdir(straight[0], for_eval=True)
+    _, _, resumed, _ = runs.load_workdir(str(tmp_path / "a"), for_eval=True)
+    _, _, direct, _ = runs.load_workdir(straight[0], for_eval=True)
     for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(direct)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert straight[1]["step"] == 6
