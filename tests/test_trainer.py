@@ -69,7 +69,7 @@ def test_schedule_and_weight_decay_mask():
     assert not any("embed" in k.lower() for k in decayed)
     assert not any(k.endswith(("bias", "scale")) for k in decayed)
     assert any(k.endswith("qkv") for k in decayed) and any(k.endswith("wo") for k in decayed)
-    everything = optim.decay_mask(params, run.param_specs, decay_embeddings=True)
+    everything = optim.decay_mask(params, run.param_specs, kind="all")
     assert all(jax.tree.leaves(everything))
 
 
@@ -105,3 +105,16 @@ def test_train_writes_workdir_and_restores_on_another_mesh(tmp_path):
     config2, model, params, dataset = runs.load_workdir(workdir, step=3)
     assert config2.train.steps == 6 and dataset.vocab_size == 256
     assert jax.tree.structure(params) == jax.tree.structure(nn.unbox(state["params"]))
+
+
+def test_a_failing_end_of_run_sample_is_a_warning_and_the_run_is_kept(tmp_path, caplog):
+    config = tiny_config(mesh__data=1, data__tokenizer="char")
+    t = config.train
+    t.steps, t.log_every, t.eval_every, t.eval_batches, t.checkpoint_every = 2, 1, 2, 1, 2
+    t.sample_tokens, t.sample_prompt = 4, "\U0001F9EA"  # not in the char vocabulary: encode raises
+    workdir = str(tmp_path / "run")
+    summary = trainer.train(config, workdir, progress=False)
+    assert summary["step"] == 2 and summary["sample"] == ""
+    assert "no end-of-run sample" in caplog.text and "not in the vocabulary" in caplog.text
+    assert json.load(open(os.path.join(workdir, "summary.json")))["step"] == 2
+    assert summary["entropy_rate"] is None  # stdlib text: no known entropy rate

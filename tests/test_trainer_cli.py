@@ -26,13 +26,23 @@ def env(tmp_path_factory):
     e.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", PYTHONPATH=ROOT)
-    e.pop("LM_CRASH_AT_STEP", None)
     return e
 
 
 def lm_train(args, env, **kw):
     return subprocess.run([sys.executable, "-m", "lm", "train", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300, **kw)
+
+
+def train_killed_after(step, config_code, workdir, env):
+    """Train in a subprocess whose hook SIGKILLs it after `step` (its checkpoint, if any, saved):
+    fault injection passed in, as a real kill -9 would land. config_code defines `config`."""
+    code = (f"import os, signal, sys\nsys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
+            f"from lm import trainer\n{config_code}\nhooks = trainer.Hooks()\n"
+            f"hooks.add_hook(lambda step, state: os.kill(os.getpid(), signal.SIGKILL), every={step})\n"
+            f"trainer.train(config, {str(workdir)!r}, progress=False, hooks=hooks)\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
 
 
 def params_of(workdir):
@@ -52,8 +62,10 @@ def reference(tmp_path_factory, env):
 
 def test_kill_9_then_rerun_resumes_exactly(tmp_path, env, reference):
     workdir = str(tmp_path / "run")
-    crash = dict(env, LM_CRASH_AT_STEP="15")  # SIGKILL itself after step 15 (checkpoint: 10)
-    out = lm_train(TINY + [f"--workdir={workdir}"], crash)
+    sets = [a[len("--config."):] for a in TINY if a.startswith("--config.")]
+    out = train_killed_after(15, "from lm.experiment import load_config\n"  # checkpoint: 10
+                             f"config = load_config('experiments/quickstart.py', 'tiny', {sets!r})",
+                             workdir, env)
     assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
     assert [r["step"] for r in workdir_files.read_metrics(workdir)] == [5, 10, 15]
     out = lm_train(TINY + [f"--workdir={workdir}"], env)  # the same command again
