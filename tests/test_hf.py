@@ -19,7 +19,7 @@ import pytest
 from lm import models, sampling
 from lm.hf import configs, hub, load
 from lm.hf.safetensors_io import CheckpointError, SafetensorsDir
-from lm.hf.tokenizer import HFTokenizer
+from lm.data.tokenizers import HFTokenizer
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "hf")
 FAMILIES = ["llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt_neox"]

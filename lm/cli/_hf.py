@@ -18,7 +18,7 @@ def import_model(source: str, workdir: str, *, max_len: int = 0, data_source: st
     from lm.config import base_config
     from lm.files import atomic_write
     from lm.hf import hub, load
-    from lm.hf.tokenizer import HFTokenizer
+    from lm.data.tokenizers import HFTokenizer
 
     if not workdir:
         raise ValueError("--workdir=DIR is required")

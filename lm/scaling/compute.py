@@ -12,7 +12,7 @@ and the predicted compute is the C where the fitted L(C) reaches L*. When L* is 
 the fitted floor (or the fit does not decrease) there is no crossing: "no trend".
 
 We never fit the pass/fail or accuracy metric against compute directly: such metrics jump,
-and a fit through them is the known way to get a confidently wrong answer (DESIGN.md).
+and a fit through them is the known way to get a confidently wrong answer (docs/DESIGN.md).
 
 The interval is a parametric bootstrap: refit on fitted values plus Gaussian noise whose
 scale is the largest of the fit's residual, the evaluation noise and 1% of the loss, and report the 10th
