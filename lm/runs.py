@@ -29,6 +29,7 @@ from lm import models, objectives, optim, remote, sharding
 from lm import workdir as workdir_files
 from lm.config import ConfigError, ModelConfig, model_config
 from lm.data.dataset import build_dataset
+from lm.hf import pretrained
 from lm.precision import resolve_dtype
 
 
@@ -139,7 +140,6 @@ def setup(config, workdir: str | None = None, *, mesh=None) -> Run:
     """
     config = copy.deepcopy(config)
     if config.init_from:  # the pretrained model's architecture and tokenizer
-        from lm.hf import pretrained
         config = pretrained.apply(config, workdir)
     mcfg = _validate(config)
     t = config.train
