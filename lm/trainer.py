@@ -393,5 +393,7 @@ def _float_or_none(x):
 
 
 def summary_line(summary: dict) -> str:
-    """The line `lm train` prints: the objective's own figures (lm/objectives)."""
-    return objectives.get(summary["objective"]).summary_line(summary)
+    """The line `lm train` prints: the objective's own figures (lm/objectives), then the run's."""
+    figures = objectives.get(summary["objective"]).figures(summary["final"])
+    return (f"step {summary['step']}: {figures}; {summary['num_params']:,} params, "
+            f"{summary['tokens_seen']:,} tokens, {summary['wall_time']:.1f}s on mesh {summary['mesh']}")

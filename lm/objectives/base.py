@@ -49,7 +49,7 @@ class Objective:
     eval_metrics: Callable
     metrics: tuple  # the eval metrics it reports, which an experiment criterion may name
     headline: str  # the one eval metric the progress bar shows
-    summary_line: Callable  # summary dict -> the line `lm train` prints at the end
+    figures: Callable  # final eval metrics -> the valid figures of the line `lm train` prints
     check: Callable = lambda config, model_cfg: None  # its own settings: raise ConfigError
 
 

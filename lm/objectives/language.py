@@ -89,12 +89,9 @@ def token_eval_metrics(sums: dict, train=None) -> dict:
     }
 
 
-def _summary_line(summary: dict) -> str:
-    f = summary["final"]
-    return (f"step {summary['step']}: valid loss {f['loss']:.4f} nats/token, "
-            f"{f['bits_per_byte']:.4f} bits/byte, perplexity {f['perplexity']:.2f}, "
-            f"accuracy {f['accuracy']:.3f}; {summary['num_params']:,} params, "
-            f"{summary['tokens_seen']:,} tokens, {summary['wall_time']:.1f}s on mesh {summary['mesh']}")
+def _figures(f: dict) -> str:
+    return (f"valid loss {f['loss']:.4f} nats/token, {f['bits_per_byte']:.4f} bits/byte, "
+            f"perplexity {f['perplexity']:.2f}, accuracy {f['accuracy']:.3f}")
 
 
 def language_objective(name, model_kind, view, logits_fn, init_args, check=None) -> Objective:
@@ -120,7 +117,7 @@ def language_objective(name, model_kind, view, logits_fn, init_args, check=None)
         train_sums=train_sums, loss_sum=lambda sums, train: sums["nll_sum"] + sums["z_sum"],
         train_metrics=_token_metrics, eval_sums=eval_sums, eval_metrics=token_eval_metrics,
         metrics=("loss", "bits_per_byte", "perplexity", "accuracy"), headline="bits_per_byte",
-        summary_line=_summary_line, check=check or (lambda config, model_cfg: None))
+        figures=_figures, **({"check": check} if check else {}))
 
 
 def _check_prefix(config, model_cfg) -> None:

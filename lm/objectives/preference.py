@@ -109,12 +109,10 @@ def _metrics(loss_sum):
     return metrics, eval_metrics
 
 
-def _summary_line(summary: dict) -> str:
-    f = summary["final"]
-    return (f"step {summary['step']}: valid loss {f['loss']:.4f} (DPO part {f['dpo_loss']:.4f}), "
-            f"preference accuracy {f['preference_accuracy']:.3f}, reward margin "
-            f"{f['reward_margin']:.3f}, KL {f['kl']:.4f} nats/token; {summary['num_params']:,} params, "
-            f"{summary['wall_time']:.1f}s on mesh {summary['mesh']}")
+def _figures(f: dict) -> str:
+    return (f"valid loss {f['loss']:.4f} (DPO part {f['dpo_loss']:.4f}), preference accuracy "
+            f"{f['preference_accuracy']:.3f}, reward margin {f['reward_margin']:.3f}, "
+            f"KL {f['kl']:.4f} nats/token")
 
 
 def _check_dpo(config, model_cfg) -> None:
@@ -139,7 +137,7 @@ def preference_objective(name, loss_sum, check=_check_dpo) -> Objective:
         train_metrics=metrics, eval_sums=lambda ctx, p, ref, batch: train_sums(ctx, p, ref, batch)[0],
         eval_metrics=eval_metrics,
         metrics=("loss", "preference_accuracy", "reward_margin", "chosen_logp", "kl"),
-        headline="preference_accuracy", summary_line=_summary_line, check=check)
+        headline="preference_accuracy", figures=_figures, check=check)
 
 
 def pair_mask_sum(batch):
