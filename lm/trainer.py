@@ -259,8 +259,8 @@ def train(config, workdir: str, *, progress: bool = True, hooks: Hooks | None = 
     if main:
         trackers.validate(run.config)  # a bad train.trackers fails before checkpoints or metrics
     os.makedirs(workdir, exist_ok=True)
-    # The guard: workdir lock, SIGTERM/SIGINT -> checkpoint at the next step, NaN/Inf stop.
     train_step, evaluate = make_train_step(run), make_evaluate(run)  # evaluate checks evals.*
+    # The guard: workdir lock, SIGTERM/SIGINT -> checkpoint at the next step, NaN/Inf stop.
     with guard_lib.Guard(workdir, lock=main) as guard:
         if main:
             atomic_write(os.path.join(workdir, "config.json"),
@@ -324,9 +324,10 @@ def _loop(run: Run, steps, state, train_it, start, sinks, t_start):
                     record = {"step": done, **{k: float(v) for k, v in jax.device_get(metrics).items()}}
                     record["tokens_per_sec"] = ((done - last_step) * tokens_per_step / (time.time() - last_time)
                                                 if done > last_step else None)
-                    final = evaluate(state) if evaluated else None
-                    record.update({f"eval_{k}": v for k, v in (final or {}).items()})
-                    reporter.write(record, final)
+                    evaluation = evaluate(state) if evaluated else None
+                    record.update({f"eval_{k}": v for k, v in (evaluation or {}).items()})
+                    reporter.write(record, evaluation)
+                    final = evaluation or final
                     guard.check_metrics(record)
                     last_time, last_step = time.time(), done
                 reporter.tick()
