@@ -127,9 +127,7 @@ def _row_logp(model, p, batch, side, i):
 
 def _direct_dpo(model, params, ref, batch, beta, eps):
     """The formula transcribed row by row: log-probs from one plain forward pass per sequence."""
-    def logp(p, side, i):
-        return _row_logp(model, p, batch, side, i)
-
+    logp = lambda p, side, i: _row_logp(model, p, batch, side, i)
     total = 0.0
     for i in range(len(batch["chosen_inputs"])):
         z = beta * ((logp(params, "chosen", i) - logp(ref, "chosen", i))
