@@ -26,4 +26,6 @@ def force_host_devices(argv, flag: str = "--host_devices=", default: int = 0) ->
     xla_flags = _os.environ.get("XLA_FLAGS", "")
     if n > 0 and "xla_force_host_platform_device_count" not in xla_flags:
         _os.environ["XLA_FLAGS"] = f"{xla_flags} --xla_force_host_platform_device_count={n}".strip()
-    import lm  # noqa: F401  (otherwise: lm's own default split, as a user of lm gets it)
+    from lm import devices
+
+    devices.configure_cpu_devices()  # otherwise lm's default (one CPU device, or LM_CPU_DEVICES)

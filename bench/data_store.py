@@ -8,7 +8,10 @@ each phase runs in a fresh subprocess so its peak RSS is its own:
 - build: `build_dataset` from nothing (sentencepiece: sample + train + tokenize), MB/s of text;
 - first batch: `build_dataset` on the finished store + `next(train_iterator)`, seconds (after
   imports; the import time of lm.data is reported separately);
-- iterate: quickstart-shaped batches (16 x 128) for --iterate_s seconds, tokens/s.
+- iterate: quickstart-shaped batches (16 x 128) for --iterate_s seconds, tokens/s;
+- train: a whole `lm train` (quickstart model, --train_steps steps on the finished store, with
+  its end-of-run baselines), peak RSS of that process (ru_maxrss of a wrapper's only child) and
+  wall time: what a user's run costs, not only the reader's share (--train_steps=0 skips it).
 
 Peak RSS is VmHWM (it counts the memmapped pages a process touched, which the kernel can drop
 at any time); the peak of RssAnon (sampled every 20 ms), memory that cannot be dropped, beside it.
@@ -37,6 +40,7 @@ flags.DEFINE_float("iterate_s", 10.0, "seconds of batch iteration")
 flags.DEFINE_float("trainer_tokens_per_s", 0.0, "the trainer's consumption (0: measure it)")
 flags.DEFINE_string("results_dir", "bench/results", "'' writes nothing")
 flags.DEFINE_bool("keep", False, "keep the stores (corpora are always kept)")
+flags.DEFINE_integer("train_steps", 3, "steps of the whole-`lm train` phase (0: skip it)")
 
 FILE_MB = 64
 
@@ -108,7 +112,7 @@ if phase == "iterate":
             next(it)
         n += 50
     out.update(batches=n, tokens_per_s=n * 16 * 128 / (time.time() - t))
-out.update(rss(), train_tokens=int(ds._packed["train"].num_tokens), vocab_size=ds.vocab_size)
+out.update(rss(), train_tokens=int(ds.stream("train").num_tokens), vocab_size=ds.vocab_size)
 print(json.dumps(out))
 """
 
@@ -122,6 +126,37 @@ def phase(name, corpus, store, kind, vocab, seconds) -> dict:
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["log_tail"] = progress[-3:]
     return out
+
+
+# A wrapper whose only child is `lm train`: its RUSAGE_CHILDREN peak is that run's peak RSS.
+TRAIN = r"""
+import json, resource, subprocess, sys, time
+t = time.time()
+proc = subprocess.run([sys.executable, "-m", "lm", "train", *sys.argv[1:]], capture_output=True, text=True)
+print(json.dumps({"rc": proc.returncode, "seconds": time.time() - t, "stderr": proc.stderr[-1500:],
+                  "stdout": proc.stdout[-1500:],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+
+def train_phase(corpus, store, kind, vocab, steps) -> dict:
+    """Peak RSS and wall time of a whole `lm train` on the corpus (the store already built)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=FLAGS.root) as work:
+        args = ["--config=experiments/quickstart.py", "--config.data.source=files",
+                f"--config.data.path={corpus}", f"--config.data.store_dir={store}",
+                f"--config.data.tokenizer={kind}", f"--config.data.vocab_size={vocab if kind == 'sentencepiece' else 0}",
+                f"--config.data.data_dir={FLAGS.root}", f"--config.train.steps={steps}",
+                f"--config.train.eval_every={steps}", "--config.train.eval_batches=2",
+                "--config.train.sample_tokens=0", "--noprogress", f"--workdir={work}"]
+        proc = subprocess.run([sys.executable, "-c", TRAIN, *args], capture_output=True, text=True)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if out["rc"]:
+        raise RuntimeError(f"lm train failed: {out['stderr']}")
+    beside = [line for line in out["stdout"].splitlines() if "baselines on the same split" in line]
+    return {"train_peak_rss_mb": out["peak_rss_mb"], "train_s": out["seconds"],
+            "train_baselines_line": beside[-1] if beside else None}
 
 
 def trainer_tokens_per_s() -> float:
@@ -159,6 +194,8 @@ def main(argv):
                    "iterate_peak_rss_anon_mb": loop["peak_rss_anon_mb"], "loader_tokens_per_s": loop["tokens_per_s"],
                    "trainer_tokens_per_s": consumed, "loader_over_trainer": loop["tokens_per_s"] / consumed,
                    "build_log": build["log_tail"]}
+            if FLAGS.train_steps:
+                res.update(train_phase(corpus, store, kind, FLAGS.vocab_size, FLAGS.train_steps))
             print(json.dumps(res))
             if FLAGS.results_dir:
                 rec = harness.record("data_store", res)

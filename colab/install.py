@@ -82,8 +82,13 @@ def install(repo_root: str, editable: bool = False, dry_run: bool = False) -> li
 
 
 def describe() -> str:
-    """One line: jax's version, backend and devices."""
+    """One line: jax's version, backend and devices. Called before the notebook's first JAX
+    operation, it first sets the CPU device count (one, unless LM_CPU_DEVICES=N asks for more)."""
     import jax
+
+    from lm import devices
+
+    devices.configure_cpu_devices()
 
     return f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}"
 

@@ -48,23 +48,26 @@ def param(module: nn.Module, name: str, shape, axes, std: float = 0.02, init=Non
 def rope_frequencies(cfg: ModelConfig):
     """Inverse wavelengths [R/2] of the R = cfg.rotary_dims rotated dims, scaled as cfg says.
 
+    Computed in float64 and cast once to float32: the exact 1 / base**(2i/R) rounded, as
+    transformers' float32 `1 / base ** (arange(0, R, 2) / R)` is not (its error, multiplied by
+    the position, grows along a long context).
     linear: every frequency divided by rope_factor. llama3 (Llama 3.1): wavelengths longer than
     original_max_len / low_freq_factor are stretched by rope_factor, shorter than
     original_max_len / high_freq_factor kept, and the band between interpolated smoothly.
     """
-    half = cfg.rotary_dims // 2
-    freq = cfg.rope_base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    dims = cfg.rotary_dims
+    freq = 1.0 / float(cfg.rope_base) ** (np.arange(0, dims, 2, dtype=np.float64) / dims)
     if cfg.rope_scaling == "linear":
         freq = freq / cfg.rope_factor
     elif cfg.rope_scaling == "llama3":
         orig, low, high = cfg.rope_original_max_len, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
-        wavelen = 2 * jnp.pi / freq
-        scaled = jnp.where(wavelen > orig / low, freq / cfg.rope_factor, freq)
+        wavelen = 2 * np.pi / freq
+        scaled = np.where(wavelen > orig / low, freq / cfg.rope_factor, freq)
         smooth = (orig / wavelen - low) / (high - low)
         smoothed = (1 - smooth) * scaled / cfg.rope_factor + smooth * scaled
         medium = (wavelen >= orig / high) & (wavelen <= orig / low)
-        freq = jnp.where(medium, smoothed, scaled)
-    return freq
+        freq = np.where(medium, smoothed, scaled)
+    return jnp.asarray(freq.astype(np.float32))
 
 
 def apply_rope(x, positions, base: float = 10000.0, freq=None):

@@ -13,6 +13,11 @@ Two families, both "a language model is a Markov model with smoothed transitions
 * Lempel-Ziv style compressors from the standard library (zlib -9, bz2 -9, lzma 9e),
   measured conditionally, compressed(train + held-out) - compressed(train), so that they
   get the same context the models had; compressed(held-out) alone is kept for reference.
+
+On a dataset (`dataset_baselines`, `for_run`, `lm baselines`) both run on a bounded context,
+the end of the train split and the start of the held-out split (TRAIN_CONTEXT_BYTES,
+HELDOUT_BYTES), so memory and time do not grow with the corpus; result["context"] says what
+was used. Results are cached per dataset, keyed by the token store's checksums.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import bz2
 import hashlib
 import json
 import lzma
-import math
 import os
 import time
 import zlib
@@ -30,10 +34,18 @@ import numpy as np
 
 from lm.files import atomic_write
 
+def _lzma_9e(data: bytes) -> bytes:
+    """lzma preset 9e with the dictionary cut to the input's size: the same compressed length
+    (a dictionary larger than the input holds nothing more), a tenth of preset 9's 674 MB."""
+    dict_size = min(64 << 20, max(1 << 16, 1 << max(len(data) - 1, 1).bit_length()))
+    return lzma.compress(data, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME,
+                                         "dict_size": dict_size}])
+
+
 COMPRESSORS = {
     "zlib-9": lambda b: zlib.compress(b, 9),
     "bz2-9": lambda b: bz2.compress(b, 9),
-    "lzma-9e": lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME),
+    "lzma-9e": _lzma_9e,
 }
 
 # ----------------------------------------------------------------------------- n-grams
@@ -192,11 +204,6 @@ def ngram_table(train, heldout, vocab_size: int, orders=range(0, 9), token_bytes
     return rows
 
 
-def ngram_bits_per_byte(train, heldout, vocab_size: int, order: int, token_bytes=None) -> float:
-    """Bits per byte of an order-`order` n-gram model (see `ngram_table`)."""
-    return ngram_table(train, heldout, vocab_size, [order], token_bytes)[0]["bits_per_byte"]
-
-
 # ----------------------------------------------------------------------------- compressors
 
 
@@ -262,34 +269,81 @@ def parse_orders(text: str) -> list:
 
 
 
-def _split_text(dataset, split):
-    """The raw text of a split as UTF-8 bytes, or None for sources without text."""
-    text_fn = getattr(dataset, "text", None)
-    if text_fn is None:
-        return None
-    try:
-        text = text_fn(split)
-    except (NotImplementedError, ValueError, KeyError, AttributeError):
-        return None
-    if text is None:
-        return None
-    return text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
+# The bounded context every dataset baseline is computed on, whatever the corpus size: the
+# last TRAIN_CONTEXT_BYTES of the train split (the part just before the held-out split, where
+# a corpus is cut in two) and the first HELDOUT_BYTES of the held-out split. tiny Shakespeare
+# (1.0 MB train, 0.11 MB valid) fits whole; on larger corpora memory and time stay those of
+# tiny Shakespeare (where the whole 200 MB corpus took 24 GB). `lm baselines` can raise them.
+TRAIN_CONTEXT_BYTES = 1 << 20
+HELDOUT_BYTES = 128 << 10
 
 
-def dataset_baselines(dataset, orders=range(0, 9), split: str = "valid", compressors: bool = True) -> dict:
-    """n-gram and compressor rows for a `lm.data` Dataset, held-out = `split`."""
+def _context(stream, token_bytes: np.ndarray, max_bytes: int, tail: bool) -> np.ndarray:
+    """The last (tail) or first tokens of a split that stand for at most max_bytes bytes; reads
+    at most max_bytes tokens (a token stands for a byte or more, so that is enough). A mixture
+    (data.mixture): an equal share from each component, so each one's text is in both."""
+    parts = getattr(stream, "parts", None)
+    if parts:
+        return np.concatenate([_context(p, token_bytes, max_bytes // len(parts), tail) for p in parts])
+    n = int(stream.num_tokens)
+    k = min(n, int(max_bytes))
+    ids = stream.span(n - k, n) if tail else stream.span(0, k)
+    sizes = token_bytes[ids[::-1] if tail else ids]
+    keep = int(np.searchsorted(np.cumsum(sizes), max_bytes, "right"))
+    return ids[len(ids) - keep:] if tail else ids[:keep]
+
+
+def _compressor_input(tok, ids: np.ndarray, vocab_size: int) -> bytes:
+    """What the compressors read: the text the tokens stand for (the byte tokenizer's exact
+    bytes), or the ids themselves for synthetic sources, which have no text."""
+    if tok.name == "byte":
+        return np.asarray(ids, np.uint8).tobytes()
+    if tok.name == "symbol":
+        return tokens_to_bytes(ids, vocab_size)
+    return tok.decode(ids).encode("utf-8", "surrogatepass")
+
+
+def _bounds(train_bytes, heldout_bytes) -> tuple:
+    return int(train_bytes or TRAIN_CONTEXT_BYTES), int(heldout_bytes or HELDOUT_BYTES)
+
+
+def _bounded_splits(dataset, split: str, train_bytes: int, heldout_bytes: int) -> tuple:
+    """(train ids, held-out ids, the 'context' entry of the result saying what they are)."""
+    tb = np.asarray(dataset.tokenizer.token_bytes, np.float64)
+    train_s, held_s = dataset.stream("train"), dataset.stream(split)
+    train = _context(train_s, tb, train_bytes, tail=True)
+    held = _context(held_s, tb, heldout_bytes, tail=False)
+    context = {
+        "train_bytes": int(tb[train].sum()), "train_tokens": int(train.size),
+        "train_split_tokens": int(train_s.num_tokens),
+        "heldout_bytes": int(tb[held].sum()), "heldout_tokens": int(held.size),
+        "heldout_split_tokens": int(held_s.num_tokens),
+        "train_cap_bytes": int(train_bytes), "heldout_cap_bytes": int(heldout_bytes),
+        "capped": bool(train.size < train_s.num_tokens or held.size < held_s.num_tokens),
+        "what": "the last train_bytes of the train split (just before the held-out split) and "
+                f"the first heldout_bytes of {split!r}",
+    }
+    return train, held, context
+
+
+def dataset_baselines(dataset, orders=range(0, 9), split: str = "valid", compressors: bool = True, *,
+                      train_bytes: int | None = None, heldout_bytes: int | None = None) -> dict:
+    """n-gram and compressor rows for a `lm.data` Dataset, held-out = `split`, on the bounded
+    context of `_bounded_splits` (result["context"] says what it was). The bounds default to
+    TRAIN_CONTEXT_BYTES and HELDOUT_BYTES, read at call time."""
+    train_bytes, heldout_bytes = _bounds(train_bytes, heldout_bytes)
     if split not in dataset.splits:
         raise ValueError(f"split {split!r} not in the dataset's splits {list(dataset.splits)}")
     tok = dataset.tokenizer
     V = int(dataset.vocab_size)
     tb = np.asarray(tok.token_bytes, np.float64)
-    train, held = np.asarray(dataset.tokens("train")), np.asarray(dataset.tokens(split))
+    train, held, context = _bounded_splits(dataset, split, train_bytes, heldout_bytes)
     t = time.time()
     ngrams = ngram_table(train, held, V, orders, tb)
     result = {
         "split": split, "tokenizer": getattr(tok, "name", type(tok).__name__), "vocab_size": V,
         "train_tokens": int(train.size), "heldout_tokens": int(held.size),
-        "heldout_bytes": int(tb[held].sum()),
+        "heldout_bytes": context["heldout_bytes"], "context": context,
         "ngram": ngrams, "ngram_smoothing": "interpolated modified Kneser-Ney (order 0: add-one unigram)",
         "ngram_seconds": round(time.time() - t, 2),
     }
@@ -297,31 +351,25 @@ def dataset_baselines(dataset, orders=range(0, 9), split: str = "valid", compres
     if entropy_rate is not None:
         result["entropy_rate_bits_per_symbol"] = float(entropy_rate)
     if compressors:
-        train_b, held_b = _split_text(dataset, "train"), _split_text(dataset, split)
-        if train_b is None or held_b is None:  # synthetic source: compress the token stream
-            train_b, held_b = tokens_to_bytes(train, V), tokens_to_bytes(held, V)
-            result["compressor_input"] = "token ids"
-            nbytes = float(tb[held].sum())
-        else:
-            result["compressor_input"] = "text"
-            nbytes = None
-        result["compressors"] = compressor_table(train_b, held_b, nbytes)
+        result["compressor_input"] = "token ids" if tok.name == "symbol" else "text of the tokens"
+        result["compressors"] = compressor_table(_compressor_input(tok, train, V),
+                                                 _compressor_input(tok, held, V), float(tb[held].sum()))
     return result
 
 
 def run_baselines(config, orders=range(0, 9), *, split: str | None = None, workdir=None,
-                  compressors: bool = True) -> dict:
-    """Baselines on an experiment config's data (built with `lm.data.build_dataset`).
-
-    The held-out split defaults to config.experiment.split ('valid'); n-grams run on the
-    config's tokenizer, compressors on the raw text of the splits.
-    """
+                  compressors: bool = True, dataset=None, **bounds) -> dict:
+    """Baselines on an experiment config's data (built with `lm.data.build_dataset` unless
+    `dataset` is given). The held-out split defaults to config.experiment.split ('valid');
+    n-grams run on the config's tokenizer, compressors on the text of the same tokens.
+    bounds: train_bytes / heldout_bytes (see `dataset_baselines`)."""
     from lm import data as lm_data
 
     split = split or config.experiment.get("split", "valid") or "valid"
-    dataset = lm_data.build_dataset(config.data, int(config.model.max_len), workdir=workdir,
-                                    seed=int(config.seed))
-    result = dataset_baselines(dataset, orders, split, compressors)
+    if dataset is None:
+        dataset = lm_data.build_dataset(config.data, int(config.model.max_len), workdir=workdir,
+                                        seed=int(config.seed))
+    result = dataset_baselines(dataset, orders, split, compressors, **bounds)
     result["data"] = config.data.to_dict() if hasattr(config.data, "to_dict") else dict(config.data)
     return result
 
@@ -331,6 +379,8 @@ def format_table(result: dict) -> str:
     lines = [f"baselines on split {result['split']!r}: {result['heldout_tokens']} tokens, "
              f"{result['heldout_bytes']} bytes, tokenizer {result['tokenizer']} (V={result['vocab_size']})",
              f"{'model':<28} {'bits/byte':>10} {'bits/token':>11}"]
+    if "context" in result:
+        lines.insert(1, context_line(result["context"], result["split"]))
     for r in result.get("ngram", []):
         lines.append(f"{'n-gram order ' + str(r['order']):<28} {r['bits_per_byte']:>10.4f} "
                      f"{r['bits_per_token']:>11.4f}")
@@ -356,16 +406,6 @@ def best_ngram(result: dict) -> dict:
     return min(result["ngram"], key=lambda r: r["bits_per_byte"])
 
 
-def unigram_entropy(tokens, token_bytes=None) -> float:
-    """Empirical entropy of the tokens' own frequencies, in bits per byte (a reference)."""
-    tokens = np.asarray(tokens)
-    _, counts = np.unique(tokens, return_counts=True)
-    p = counts / counts.sum()
-    bits = -float((counts * np.log2(p)).sum())
-    nbytes = tokens.size if token_bytes is None else float(np.asarray(token_bytes)[tokens].sum())
-    return bits / nbytes if nbytes else math.nan
-
-
 # ----------------------------------------------------------------------------- beside results
 
 # Short names in records (TEAM.md): conditional compressors (given the train split, as the
@@ -373,21 +413,30 @@ def unigram_entropy(tokens, token_bytes=None) -> float:
 _SHORT = {"zlib-9": "gzip", "bz2-9": "bz2", "lzma-9e": "lzma"}
 
 
-def _dataset_key(dataset, split: str, orders) -> str:
-    """sha256 of everything a baseline depends on: tokens, token bytes and text of both splits."""
+def _dataset_key(dataset, split: str, orders, bounds: dict) -> str:
+    """sha256 of everything a baseline depends on. Store-backed splits are named by their
+    manifest's identity and checksums, so a cache hit reads no token; in-memory splits (synthetic
+    sources) by the tokens of their bounded context."""
     h = hashlib.sha256()
-    h.update(json.dumps({"split": split, "orders": list(orders), "source": dataset.source}).encode())
-    h.update(np.asarray(dataset.tokenizer.token_bytes, np.float64).tobytes())
-    for name in ("train", split):
-        h.update(np.ascontiguousarray(dataset.tokens(name), np.int64).tobytes())
-        h.update(_split_text(dataset, name) or b"")
+    h.update(json.dumps({"split": split, "orders": list(orders), "source": dataset.source,
+                         "bounds": bounds, "version": 2}, sort_keys=True).encode())
+    tb = np.asarray(dataset.tokenizer.token_bytes, np.float64)
+    h.update(tb.tobytes())
+    for name, tail, cap in (("train", True, bounds["train_bytes"]), (split, False, bounds["heldout_bytes"])):
+        stream = dataset.stream(name)
+        if stream.fingerprint is not None:
+            h.update(stream.fingerprint.encode())
+        else:
+            h.update(np.ascontiguousarray(_context(stream, tb, cap, tail), np.int32).tobytes())
     return h.hexdigest()[:16]
 
 
 def cached_baselines(config, *, split: str | None = None, workdir=None, orders=range(0, 9),
-                     dataset=None) -> dict:
-    """`run_baselines` of config's data, computed once per (dataset, split) and cached as JSON
-    under the data cache dir (data.data_dir / $LM_DATA_DIR / ~/.cache/lm) in baselines/."""
+                     dataset=None, train_bytes: int | None = None,
+                     heldout_bytes: int | None = None) -> dict:
+    """`run_baselines` of config's data, computed once per (dataset, split, bounds) and cached
+    as JSON under the data cache dir (data.data_dir / $LM_DATA_DIR / ~/.cache/lm) in baselines/.
+    With `dataset` (the run's own) nothing is rebuilt."""
     from lm import data as lm_data
     from lm.data import sources
 
@@ -395,15 +444,16 @@ def cached_baselines(config, *, split: str | None = None, workdir=None, orders=r
     if dataset is None:
         dataset = lm_data.build_dataset(config.data, int(config.model.max_len), workdir=workdir,
                                         seed=int(config.seed))
-    key = _dataset_key(dataset, split, orders)
+    train_bytes, heldout_bytes = _bounds(train_bytes, heldout_bytes)
+    bounds = {"train_bytes": train_bytes, "heldout_bytes": heldout_bytes}
+    key = _dataset_key(dataset, split, orders, bounds)
     path = os.path.join(sources.data_dir(config.data), "baselines", f"{dataset.source}-{split}-{key}.json")
     try:
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError):
         pass
-    result = dataset_baselines(dataset, orders, split)
-    result["data"] = config.data.to_dict() if hasattr(config.data, "to_dict") else dict(config.data)
+    result = run_baselines(config, orders, split=split, dataset=dataset, **bounds)
     result["key"] = key
     try:
         write_json(result, path)
@@ -413,7 +463,8 @@ def cached_baselines(config, *, split: str | None = None, workdir=None, orders=r
 
 
 def record_baselines(result: dict) -> dict:
-    """{'split', 'bits_per_byte': {'lzma': .., 'gzip': .., 'bz2': .., 'lzma_alone': .., 'kn8': ..}}."""
+    """{'split', 'bits_per_byte': {'lzma': .., 'gzip': .., 'bz2': .., 'lzma_alone': .., 'kn8': ..},
+    'context': what they were computed on (bytes of train and held-out used, capped or not)}."""
     bpb = {}
     for r in result.get("compressors", []):
         short = _SHORT.get(r["compressor"], r["compressor"])
@@ -422,7 +473,23 @@ def record_baselines(result: dict) -> dict:
     if result.get("ngram"):
         best = best_ngram(result)
         bpb[f"kn{best['order']}"] = float(best["bits_per_byte"])
-    return {"split": result["split"], "bits_per_byte": bpb}
+    out = {"split": result["split"], "bits_per_byte": bpb}
+    if "context" in result:
+        ctx = result["context"]
+        out["context"] = {k: ctx[k] for k in ("train_bytes", "heldout_bytes", "capped",
+                                              "train_cap_bytes", "heldout_cap_bytes")}
+    return out
+
+
+def context_line(context: dict, split: str) -> str:
+    """'computed on the last 1048576 bytes of train (capped: ...) and the first ... of valid'."""
+    ctx = context
+    line = (f"computed on the last {ctx['train_bytes']} bytes of train and the first "
+            f"{ctx['heldout_bytes']} bytes of {split}")
+    if ctx.get("capped"):
+        line += (f" (capped at {ctx['train_cap_bytes']} and {ctx['heldout_cap_bytes']} bytes; "
+                 "`lm baselines --train_bytes=N --heldout_bytes=M` uses more)")
+    return line
 
 
 def beside_line(bits_per_byte: float, baselines: dict) -> str:
@@ -437,19 +504,26 @@ def beside_line(bits_per_byte: float, baselines: dict) -> str:
     best = min(bpb, key=bpb.get)
     gap = bits_per_byte - bpb[best]
     verdict = "beats every baseline" if gap < 0 else f"{gap:.3f} bits/byte behind {best}"
-    return (f"{baselines['split']} {bits_per_byte:.4f} bits/byte; baselines on the same split: "
+    line = (f"{baselines['split']} {bits_per_byte:.4f} bits/byte; baselines on the same split: "
             + ", ".join(parts) + f" ({verdict})")
+    if baselines.get("context", {}).get("capped"):
+        line += "; baselines " + context_line(baselines["context"], baselines["split"])
+    return line
 
 
 def for_run(config, workdir=None, *, dataset=None) -> dict | None:
     """record_baselines of a run's data and held-out split (cached), or None when they cannot
-    be computed: a finished run is never lost to its baselines. Multi-process runs skip them:
-    rebuilding the dataset on process 0 alone would wait at the store's barrier for the others
-    (`lm baselines` computes them on one host). Post-training data (sft, preference) has none."""
+    be computed: a finished run is never lost to its baselines. Memory and time are bounded
+    (TRAIN_CONTEXT_BYTES, HELDOUT_BYTES) whatever the corpus size. With `dataset` (the run's
+    own) nothing is rebuilt. Without it, multi-process runs skip them: rebuilding the dataset
+    on process 0 alone would wait at the store's barrier for the others (`lm baselines`
+    computes them on one host). Post-training data (sft, preference) has none."""
     import jax
 
-    if jax.process_count() > 1 or config.data.source in ("sft", "preference"):
+    if config.data.source in ("sft", "preference"):
         return None  # post-training examples: no held-out text stream to compress
+    if dataset is None and jax.process_count() > 1:
+        return None
     try:
         return record_baselines(cached_baselines(config, workdir=workdir, dataset=dataset))
     except Exception as err:  # noqa: BLE001 -- reported, never fatal

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm import objectives, sharding
+from lm import devices, objectives, sharding
 from lm.objectives.base import Context
 
 
@@ -49,10 +49,8 @@ def run_eval(eval_step, params, dataset, config, mesh, split: str, max_batches: 
         split, eval_batch_size(config, mesh), max_batches=max_batches,
         **sharding.feed_slice(mesh))
     total = None
-    # Eval steps do not depend on each other, so several can run at once. On several CPU
-    # devices that deadlocked twice (one device never joined an eval step's all-reduce; py-spy:
-    # the main thread idle here): there, one eval step at a time.
-    one_at_a_time = mesh.devices.size > 1 and mesh.devices.flat[0].platform == "cpu"
+    # Several CPU devices: one eval step in flight, else its all-reduce can starve (lm/devices.py).
+    one_at_a_time = devices.wait_each_step(mesh)
     with sharding.activate(mesh):
         for local in batches:
             sums = eval_step(params, sharding.global_batch(local, mesh))

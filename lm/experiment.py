@@ -8,18 +8,22 @@ dotted-key overrides. `arg` names the rung; files end with `return apply_rung(co
     config.experiment.ladder = ladder(tiny={"model.d_model": 32, "train.steps": 200},
                                       small={"model.d_model": 64, "train.steps": 400})
 
-`run(path, rung)` trains the rung through `lm.trainer.train`, reads the criterion's metric,
-decides the verdict against the archive (rules in lm/archive.py) and writes one record.
-A crash or an interrupt inside training writes a "broken" record; a killed process writes
-nothing (records are written atomically at the end). A bad config is an error, not a record.
-A diverged run (the NaN guard stopped it) is "failed". The temporary workdir is removed only
-once the record is written; if the archive cannot take it (read-only, full), the record is
-saved into the kept workdir and the error says where.
+`run(path, rung, seeds=K)` trains the rung through `lm.trainer.train` at K seeds (seed, seed + 1,
+...), reads the criterion's metric (the mean over seeds; the spread in `record["seeds"]`),
+decides the verdict against the archive (rules in lm/archive/verdict.py) and writes one record,
+completed in one place (`_finish`). A crash or an interrupt inside training writes a "broken"
+record; a killed process writes nothing (records are written atomically at the end). A bad
+config is an error, not a record. A diverged run (the NaN guard stopped it) is "failed". A
+failure after the final checkpoint (the trainer's end-of-run work) is never "broken": the
+workdir is kept and the error says where. The temporary workdir is removed only once the
+record is written; if the archive cannot take it (read-only, full), the record is saved into
+the kept workdir and the error says where.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import importlib.util
 import json
@@ -37,6 +41,7 @@ import traceback
 from importlib import metadata
 
 import ml_collections
+import numpy as np
 
 from lm import archive
 from lm import trackers
@@ -260,9 +265,10 @@ def resolve_file(path: str, archive_dir: str | None = None) -> str:
     raise FileNotFoundError(f"experiment file {path!r} not found (from {os.getcwd()})")
 
 
-def run_command(rel_file: str, rung: str, sets) -> str:
+def run_command(rel_file: str, rung: str, sets, seeds: int = 1) -> str:
     parts = ["lm", "run", rel_file] + ([f"--rung={rung}"] if rung else [])
     parts += [f"--set={k}={v}" for k, v in parse_sets(sets)]
+    parts += [f"--seeds={seeds}"] if seeds > 1 else []
     return shlex.join(parts)
 
 
@@ -271,10 +277,12 @@ def parse_command(command: str) -> dict:
     words = shlex.split(command)
     if words[:2] != ["lm", "run"] or len(words) < 3:
         raise ValueError(f"not an `lm run` command: {command!r}")
-    out = dict(path=words[2], rung=None, sets=[])
+    out = dict(path=words[2], rung=None, sets=[], seeds=1)
     for w in words[3:]:
         if w.startswith("--rung="):
             out["rung"] = w.split("=", 1)[1]
+        elif w.startswith("--seeds="):
+            out["seeds"] = int(w.split("=", 1)[1])
         elif w.startswith("--set="):
             out["sets"].append(w.split("=", 1)[1])
         else:
@@ -293,6 +301,10 @@ class Interrupted(LmError):
 
 class RecordNotWritten(LmError):
     """The archive could not take a record; the run's results are kept elsewhere."""
+
+
+class TrainedButFailed(LmError):
+    """Training reached its end but a later step failed: the workdir is kept, nothing is lost."""
 
 
 TEMP_PREFIX = "lm-run-"
@@ -340,16 +352,14 @@ def _write(record: dict, archive_dir: str, workdir: str, own_workdir: bool) -> s
             f"{where}: copy record.json into the archive when it is writable") from e
 
 
-def _final_metrics(config, summary, workdir) -> dict:
-    final = dict(summary.get("final") or {})  # the trainer's final evaluation on valid
-    if config.data.source == "markov" and "bits_per_byte" in final:
-        from lm.data import build_dataset
-
-        ds = build_dataset(config.data, config.model.max_len, workdir=workdir, seed=config.seed)
-        rate = getattr(ds, "entropy_rate", None)
-        if rate is not None:
-            final["entropy_rate"] = float(rate)
-            final["excess_bits_per_byte"] = float(final["bits_per_byte"]) - float(rate)
+def _final_metrics(summary: dict) -> dict:
+    """The trainer's final evaluation on valid, plus the source's entropy rate and the excess
+    over it when the trainer reports one (summary["entropy_rate"]: Markov sources)."""
+    final = dict(summary.get("final") or {})
+    rate = _num(summary.get("entropy_rate"))
+    if rate is not None and _num(final.get("bits_per_byte")) is not None:
+        final["entropy_rate"] = rate
+        final["excess_bits_per_byte"] = float(final["bits_per_byte"]) - rate
     return final
 
 
@@ -361,32 +371,82 @@ def _num(x):
         return None
 
 
+@dataclasses.dataclass
+class Outcome:
+    """How training ended: "done" (summaries, one per seed), "diverged", "stopped" or "crashed"."""
+
+    kind: str
+    summaries: list = dataclasses.field(default_factory=list)
+    error: BaseException | None = None
+    wall_time: float = 0.0
+
+
+def seed_configs(config, seeds: int) -> list:
+    """The config at seeds seed, seed + 1, ..., seed + K - 1 (one seed: the config itself)."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds={seeds}: give at least one seed")
+    if seeds == 1:
+        return [config]
+    out = []
+    for k in range(seeds):
+        c = copy.deepcopy(config)
+        c.seed = int(config.seed) + k
+        out.append(c)
+    return out
+
+
+def seed_workdir(workdir: str, config, seeds: int) -> str:
+    return workdir if seeds == 1 else os.path.join(workdir, f"seed{config.seed}")
+
+
+def _train_seeds(configs, workdir, train_fn, record_id, progress) -> Outcome:
+    """Train each seed's config in turn; a ConfigError (bad input, not a run) propagates."""
+    from lm.guard import NonFiniteError, Stopped
+
+    start, summaries = time.time(), []
+    try:
+        with trackers.tagged(record_id=record_id):  # W&B / MLflow runs name the record
+            for c in configs:
+                summaries.append(train_fn(c, seed_workdir(workdir, c, len(configs)), progress=progress))
+    except ConfigError:
+        raise
+    except NonFiniteError as err:  # diverged: a result ("failed"), not a crash
+        return Outcome("diverged", summaries, err, time.time() - start)
+    except (Exception, KeyboardInterrupt, Interrupted) as err:
+        stopped = isinstance(err, (KeyboardInterrupt, Interrupted, Stopped))
+        c = configs[len(summaries)]
+        _raise_if_trained(c, seed_workdir(workdir, c, len(configs)), err)
+        return Outcome("stopped" if stopped else "crashed", summaries, err, time.time() - start)
+    return Outcome("done", summaries, None, time.time() - start)
+
+
+def _raise_if_trained(config, workdir: str, err: BaseException) -> None:
+    """A failure after the final checkpoint (the end-of-run sample, say) is not a broken run:
+    the trained model is kept and the error says where; nothing is deleted."""
+    from lm.checkpoint import step_dirs
+
+    if int(config.train.steps) in step_dirs(os.path.join(workdir, "checkpoints")):
+        raise TrainedButFailed(
+            f"training finished (checkpoint at step {config.train.steps} in {workdir}) but the "
+            f"trainer failed after it: {type(err).__name__}: {err}; the workdir is kept, no record "
+            f"was written: `lm train` with the same config and --workdir={workdir} finishes it") from err
+
+
 def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archive.DEFAULT_ARCHIVE,
         workdir: str | None = None, parent: str | None = None, prediction: dict | None = None,
-        progress: bool = True, train_fn=None) -> tuple[dict, str]:
-    """Train one rung, decide its verdict, write the record; returns (record, path)."""
+        progress: bool = True, train_fn=None, seeds: int = 1) -> tuple[dict, str]:
+    """Train one rung at `seeds` seeds (seed, seed + 1, ...), decide its verdict, write one
+    record (metric_value: the mean over seeds); returns (record, path)."""
     config = load_config(path, rung, sets)
+    configs = seed_configs(config, seeds)
     resolve_init_from(config, progress=progress)  # a base experiment is trained (once) first
+    for c in configs[1:]:  # the other seeds start from the same base
+        if config.get("init_from"):
+            c.init_from = config.init_from
     if config.get("init_from"):  # an unreachable pretrained model is bad input, not a broken run
         from lm.hf import pretrained
         pretrained.describe(config.init_from)
-    e = config.experiment
-    sets = [f"{k}={v}" for k, v in parse_sets(sets)]
-    ladder_keys = {k for _, pairs in e.ladder for k, _ in pairs}
-    rel = experiment_relpath(path)
-    record = dict(
-        schema=archive.SCHEMA, id=archive.new_id(e.name, e.rung),
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        experiment=e.name, experiment_file=rel, rung=e.rung, ladder=rungs(config),
-        hypothesis=e.hypothesis,
-        criterion=dict(metric=e.metric, comparator=e.comparator, threshold=float(e.threshold),
-                       split=e.split),
-        overrides=sets,
-        scale_overrides=sorted(s for s in sets if s.split("=", 1)[0] in ladder_keys),
-        variant=" ".join(sorted(s for s in sets if s.split("=", 1)[0] not in ladder_keys)),
-        command=run_command(rel, e.rung, sets), parent=parent, prediction=prediction,
-        seed=int(config.seed), provenance=provenance(path),
-    )
+    record = new_record(config, path, sets, parent=parent, prediction=prediction, seeds=seeds)
     _check_writable(archive_dir, "--archive")
     if workdir is not None:
         _check_writable(workdir, "--workdir")
@@ -395,6 +455,7 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
         _remove_abandoned_workdirs()
     if workdir is None and _process_count() > 1:  # one shared workdir for all processes
         workdir = _shared_workdir(archive_dir, record["id"])
+    e = config.experiment
     workdir = workdir or tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{e.name}-{e.rung}-")
     if train_fn is None:
         from lm import trainer
@@ -405,79 +466,138 @@ def run(path: str, rung: str | None = None, *, sets=(), archive_dir: str = archi
         raise Interrupted(f"signal {signum}")
 
     old = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
-    start = time.time()
-    from lm.guard import NonFiniteError, Stopped
-
     try:
-        with trackers.tagged(record_id=record["id"]):  # W&B / MLflow runs name the record
-            summary = train_fn(config, workdir, progress=progress)
-        final = _final_metrics(config, summary, workdir)
+        outcome = _train_seeds(configs, workdir, train_fn, record["id"], progress)
     except ConfigError:  # bad input, not a run: nothing to archive
         if own_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
         raise
-    except NonFiniteError as err:  # diverged: a result ("failed"), not a crash
-        record.update(config=config.to_dict(), config_hash=config_hash(config),
-                      wall_time=time.time() - start, verdict="failed", reason=str(err),
-                      final={}, metric_value=None, surrogate_value=None)
-        out = _write(record, archive_dir, workdir, own_workdir)
-        if own_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
-        return record, out
-    except (Exception, KeyboardInterrupt, Interrupted) as err:
-        stopped = isinstance(err, (KeyboardInterrupt, Interrupted, Stopped))
-        record.update(config=config.to_dict(), config_hash=config_hash(config),
-                      wall_time=time.time() - start, verdict="broken",
-                      # (a temporary workdir cannot be resumed: no "rerun to resume" advice)
-                      reason=(f"the run was stopped: {type(err).__name__}: "
-                              f"{str(err).split('; a checkpoint')[0] if own_workdir else err}"
-                              if stopped else
-                              f"the run crashed: {type(err).__name__}: {err}"),
-                      error="".join(traceback.format_exception(err))[-4000:])
-        if not own_workdir:
-            record["workdir"] = workdir
-        out = _write(record, archive_dir, workdir, own_workdir)
-        if own_workdir:  # the record holds what there is to know; nothing can resume a temp dir
-            shutil.rmtree(workdir, ignore_errors=True)
-        if stopped:
-            print(f"interrupted; wrote broken record {out}", file=sys.stderr)
-            if isinstance(err, Stopped):  # the trainer stopped cleanly: the caller exits
-                return record, out
-            raise
-        return record, out
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
-    resolved = _read_json(os.path.join(workdir, "config.json")) or {}
-    tokens = summary.get("tokens_seen")
-    fpt = summary.get("flops_per_token")
+    return _finish(record, outcome, config, archive_dir, workdir, own_workdir)
+
+
+def new_record(config, path: str, sets, *, parent=None, prediction=None, seeds: int = 1) -> dict:
+    """The record's identity, criterion and provenance, known before training."""
+    e = config.experiment
+    sets = [f"{k}={v}" for k, v in parse_sets(sets)]
+    ladder_keys = {k for _, pairs in e.ladder for k, _ in pairs}
+    rel = experiment_relpath(path)
+    return dict(
+        schema=archive.SCHEMA, id=archive.new_id(e.name, e.rung),
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        experiment=e.name, experiment_file=rel, rung=e.rung, ladder=rungs(config),
+        hypothesis=e.hypothesis,
+        criterion=dict(metric=e.metric, comparator=e.comparator, threshold=float(e.threshold),
+                       split=e.split),
+        overrides=sets,
+        scale_overrides=sorted(s for s in sets if s.split("=", 1)[0] in ladder_keys),
+        variant=" ".join(sorted(s for s in sets if s.split("=", 1)[0] not in ladder_keys)),
+        command=run_command(rel, e.rung, sets, seeds), parent=parent, prediction=prediction,
+        seed=int(config.seed), provenance=provenance(path),
+    )
+
+
+def _finish(record: dict, outcome: Outcome, config, archive_dir: str, workdir: str,
+            own_workdir: bool) -> tuple[dict, str]:
+    """The one place a record is completed and written, and the temporary workdir removed
+    (only once the record is written: `_write` raises, keeping it, when it cannot be)."""
+    record.update(config=config.to_dict(), config_hash=config_hash(config), wall_time=outcome.wall_time)
+    if outcome.kind == "done":
+        try:
+            _fill_results(record, config, outcome, workdir, archive_dir)
+        except Exception as err:  # the trained runs are kept: say where
+            raise TrainedButFailed(f"training finished but its record could not be built "
+                                   f"({type(err).__name__}: {err}); the workdir {workdir} is kept") from err
+    elif outcome.kind == "diverged":
+        record.update(verdict="failed", reason=str(outcome.error), final={}, metric_value=None,
+                      surrogate_value=None)
+    else:
+        err = outcome.error
+        reason = (f"the run was stopped: {type(err).__name__}: "
+                  # (a temporary workdir cannot be resumed: no "rerun to resume" advice)
+                  f"{str(err).split('; a checkpoint')[0] if own_workdir else err}"
+                  if outcome.kind == "stopped" else f"the run crashed: {type(err).__name__}: {err}")
+        record.update(verdict="broken", reason=reason,
+                      error="".join(traceback.format_exception(err))[-4000:])
+    if not own_workdir:
+        record["workdir"] = workdir
+    out = _write(record, archive_dir, workdir, own_workdir)  # raises, keeping the workdir
+    if own_workdir and (outcome.kind != "done" or _main_after_barrier()):  # the record holds it
+        shutil.rmtree(workdir, ignore_errors=True)
+    if outcome.kind == "stopped":
+        from lm.guard import Stopped
+
+        print(f"interrupted; wrote broken record {out}", file=sys.stderr)
+        if not isinstance(outcome.error, Stopped):  # the trainer stopped cleanly: the caller exits
+            raise outcome.error
+    return record, out
+
+
+def _fill_results(record: dict, config, outcome: Outcome, workdir: str, archive_dir: str) -> None:
+    """Results of a finished run: scale, history, final metrics (means over seeds), the
+    baselines the trainer computed, the fit fields and the verdict."""
+    summary = outcome.summaries[0]
+    e = config.experiment
+    finals = [_final_metrics(s) for s in outcome.summaries]
+    resolved = _read_json(os.path.join(seed_workdir(workdir, config, len(finals)), "config.json")) or {}
+    tokens, fpt = summary.get("tokens_seen"), summary.get("flops_per_token")
     record.update(
-        config=config.to_dict(), config_hash=config_hash(config),
         devices=summary.get("devices"), mesh=summary.get("mesh"),
         vocab_size=resolved.get("model", {}).get("vocab_size"),
         num_params=summary.get("num_params"), flops_per_token=fpt, tokens_seen=tokens,
-        train_flops=float(fpt) * float(tokens) if fpt and tokens else None,
-        wall_time=summary.get("wall_time", time.time() - start), steps=summary.get("step"),
-        history=summary.get("history", []), final=final, sample=summary.get("sample"),
-        metric_value=_num(final.get(criteria.final_key(e.metric))),
-        surrogate_value=_num(final.get(criteria.surrogate_key(e.metric))),
+        train_flops=float(fpt) * float(tokens) if fpt and tokens else None,  # one seed's compute
+        wall_time=sum(s.get("wall_time", 0.0) for s in outcome.summaries) or outcome.wall_time,
+        steps=summary.get("step"), history=mean_history([s.get("history", []) for s in outcome.summaries]),
+        final=mean_dict(finals), sample=summary.get("sample"),
+        baselines=summary.get("baselines"), entropy_rate=_num(summary.get("entropy_rate")),
     )
+    values = [_num(f.get(criteria.final_key(e.metric))) for f in finals]
+    losses = [_num(f.get(criteria.surrogate_key(e.metric))) for f in finals]
+    record.update(metric_value=_mean(values), surrogate_value=_mean(losses))
+    if len(finals) > 1:
+        record["seeds"] = dict(seeds=[int(config.seed) + k for k in range(len(finals))], values=values,
+                               metric_std=_std(values), surrogate_values=losses, surrogate_std=_std(losses))
     # N, D and the schedule, what a scaling fit needs (lm/scaling/records.py).
     record.update(scaling_records.record_fields(config, summary, record["vocab_size"]))
-    from lm import baselines  # n-gram and compressor numbers of the same split, cached
-
-    record["baselines"] = baselines.for_run(config, workdir)
     try:
         verdict, reason, trend = archive.decide_verdict(record, archive.load_records(archive_dir))
     except Exception as err:  # never lose a finished run to a failing fit
         verdict, reason, trend = "inconclusive", f"verdict could not be decided: {err!r}", None
     record.update(verdict=verdict, reason=reason, trend=trend)
-    if not own_workdir:
-        record["workdir"] = workdir
-    out = _write(record, archive_dir, workdir, own_workdir)  # raises, keeping the workdir
-    if own_workdir and _main_after_barrier():
-        shutil.rmtree(workdir, ignore_errors=True)
-    return record, out
+
+
+def _mean(values):
+    """Mean over seeds (NaN if any seed diverged); None when any seed lacks the metric."""
+    if not values or any(v is None for v in values):
+        return None
+    return float(np.mean(values))
+
+
+def _std(values):
+    ok = [v for v in values if v is not None]
+    return float(np.std(ok, ddof=1)) if len(ok) > 1 else 0.0
+
+
+def mean_dict(dicts: list[dict]) -> dict:
+    """Numeric entries averaged over seeds; other entries from the first seed."""
+    out = dict(dicts[0])
+    for k, v in dicts[0].items():
+        vals = [_num(d.get(k)) for d in dicts]
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and None not in vals:
+            out[k] = float(np.mean(vals))
+    return out
+
+
+def mean_history(histories: list[list[dict]]) -> list[dict]:
+    """The seeds' logged metrics averaged entry by entry when they were logged at the same
+    steps (the same config at another seed: always), else the first seed's."""
+    first = histories[0]
+    if len(histories) == 1 or any([h.get("step") for h in x] != [h.get("step") for h in first]
+                                  for x in histories):
+        return first
+    return [mean_dict(list(entries)) for entries in zip(*histories)]
 
 
 def _process_count() -> int:
@@ -589,8 +709,9 @@ def make_prediction(parent: dict, config, records: list[dict], ahead=()) -> dict
 
 
 def rerun(parent: dict, rung: str = "next", *, sets=(), archive_dir: str = archive.DEFAULT_ARCHIVE,
-          progress: bool = True, train_fn=None) -> tuple[dict, str]:
-    """Rerun an archived record at the next/named rung; the new record links to it by parent id."""
+          progress: bool = True, train_fn=None, seeds: int | None = None) -> tuple[dict, str]:
+    """Rerun an archived record at the next/named rung (at `seeds` seeds; default: as many as
+    the parent had); the new record links to it by parent id."""
     path = resolve_file(parent["experiment_file"], archive_dir)
     old_sets = parse_sets(parent.get("overrides", []))
     new_sets = parse_sets(sets)
@@ -612,8 +733,9 @@ def rerun(parent: dict, rung: str = "next", *, sets=(), archive_dir: str = archi
               + prediction["reason"]
               + (f"; cheapest rung predicted to pass: {prediction['cheapest_rung']}"
                  if prediction.get("cheapest_rung") else ""), file=sys.stderr)
+    seeds = seeds or len((parent.get("seeds") or {}).get("values") or [0])
     return run(path, target, sets=all_sets, archive_dir=archive_dir, parent=parent["id"],
-               prediction=prediction, progress=progress, train_fn=train_fn)
+               prediction=prediction, progress=progress, train_fn=train_fn, seeds=seeds)
 
 
 def record_json(record: dict) -> str:

@@ -22,12 +22,14 @@ with stop_reason 'context' and a message saying so. With slide=True (decoder-onl
 uses it) generation goes on past the context as nanoGPT's does, conditioning on the most recent
 tokens: when the cache is full, the last max_len // 2 tokens are prefilled again and decoding
 continues, so every new token sees at least max_len // 2 tokens of context (a prompt longer
-than the context is cut to its last max_len - 1 tokens).
+than the context is cut to its last max_len - 1 tokens). One call makes at most MAX_NEW_TOKENS
+(a bound, not a stream: more is refused up front rather than decoded for hours in silence).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -38,6 +40,8 @@ from flax.core import meta
 from lm import models
 
 STOP_REASONS = ("max_new_tokens", "eos", "context")
+# The most new tokens one call makes (past the context, the window slides): about 4 MB of text.
+MAX_NEW_TOKENS = 1_000_000
 
 
 class Generation(NamedTuple):
@@ -78,6 +82,15 @@ def pick(logits, key, temperature, top_k, top_p):
 # ----------------------------------------------------------------------------- checks
 
 
+def _check_count(max_new_tokens) -> None:
+    if int(max_new_tokens) != max_new_tokens or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens}")
+    if max_new_tokens > MAX_NEW_TOKENS:
+        raise ValueError(f"max_new_tokens={max_new_tokens} is more than {MAX_NEW_TOKENS:,} (about "
+                         "4 MB of text, hours of decoding): ask for fewer, and continue from the "
+                         "output as the next prompt if you need more")
+
+
 def _plan(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, strict):
     """Validated (prompt [B, P] int32, new tokens to generate, context message or '')."""
     cfg = model.cfg
@@ -90,10 +103,9 @@ def _plan(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, strict):
     if prompt.size and (prompt.min() < 0 or prompt.max() >= cfg.vocab_size):
         raise ValueError(f"prompt token ids must lie in [0, {cfg.vocab_size}), "
                          f"got [{prompt.min()}, {prompt.max()}]")
-    if int(max_new_tokens) != max_new_tokens or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    _check_count(max_new_tokens)
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature}")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0: off), got {top_k}")
     if not 0 < top_p <= 1:
@@ -171,7 +183,8 @@ def _program(model, batch: int, prompt_len: int, n: int):
 def _finish(out, steps, eos_id, n, context_message) -> Generation:
     out = np.asarray(out)[:, :int(steps)]
     is_eos = (out == eos_id) if eos_id is not None else np.zeros(out.shape, bool)
-    lengths = np.where(is_eos.any(axis=1), is_eos.argmax(axis=1), out.shape[1])
+    first_eos = is_eos.argmax(axis=1) if out.shape[1] else np.zeros(out.shape[0], int)
+    lengths = np.where(is_eos.any(axis=1), first_eos, out.shape[1])
     if eos_id is not None and out.size and is_eos.any(axis=1).all():
         return Generation(out, lengths, "eos", f"stopped at the end-of-sequence token (id {eos_id})")
     if context_message:
@@ -179,7 +192,8 @@ def _finish(out, steps, eos_id, n, context_message) -> Generation:
     return Generation(out, lengths, "max_new_tokens", f"generated max_new_tokens={n} tokens")
 
 
-def _slide(model, params, prompt_ids, *, max_new_tokens, seed, eos_id, **request) -> Generation:
+def _slide(model, params, prompt_ids, *, max_new_tokens, seed, eos_id, progress=None,
+           **request) -> Generation:
     """Decoder-only generation past the context window (see the module docstring)."""
     T = model.cfg.max_len
     prompt = np.asarray(prompt_ids)
@@ -196,6 +210,8 @@ def _slide(model, params, prompt_ids, *, max_new_tokens, seed, eos_id, **request
             new[done] = max(eos_id, 0)
             done |= (new == eos_id).any(axis=1)
         made.append(new)
+        if progress is not None:
+            progress(min(new.shape[1], n - sum(x.shape[1] for x in made[:-1])))
         seq, chunk = np.concatenate([seq, new], axis=1)[:, -keep:], chunk + 1
     out = np.concatenate(made, axis=1)[:, :n]
     context = (f" (past the context max_len={T}: each token saw at least the last {keep})"
@@ -206,16 +222,18 @@ def _slide(model, params, prompt_ids, *, max_new_tokens, seed, eos_id, **request
 
 def generate_full(model, params, prompt_ids, *, max_new_tokens: int, temperature: float = 1.0,
                   top_k: int = 0, top_p: float = 1.0, seed: int = 0, eos_id: int | None = None,
-                  strict: bool = False, slide: bool = False) -> Generation:
+                  strict: bool = False, slide: bool = False, progress=None) -> Generation:
     """Like `generate`, returning a `Generation` (tokens, lengths, stop_reason, message).
-    slide=True: a decoder-only model generates past its context window."""
+    slide=True: a decoder-only model generates past its context window, calling
+    progress(new tokens) after each window when given (a long request shows it is alive)."""
     if slide and model.cfg.kind == "decoder":
         check_request(model, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature,
                       top_k=top_k, top_p=top_p, slide=True)
         P = np.shape(prompt_ids)[-1]
         if P + int(max_new_tokens) > model.cfg.max_len:
             return _slide(model, params, prompt_ids, max_new_tokens=max_new_tokens, seed=seed,
-                          eos_id=eos_id, temperature=temperature, top_k=top_k, top_p=top_p)
+                          eos_id=eos_id, temperature=temperature, top_k=top_k, top_p=top_p,
+                          progress=progress)
     prompt, n, context_message = _plan(model, prompt_ids, max_new_tokens, temperature, top_k,
                                        top_p, strict)
     if n == 0:
@@ -304,7 +322,6 @@ def check_request(model, prompt_ids, *, max_new_tokens: int, temperature: float 
     Needs only the model (no parameters), so commands can check their input before loading one.
     """
     if slide and model.cfg.kind == "decoder":  # any length fits: check the rest
-        if int(max_new_tokens) != max_new_tokens or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens}")
+        _check_count(max_new_tokens)
         prompt_ids, max_new_tokens = np.asarray(prompt_ids)[..., -1:], 0
     _plan(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, strict=True)

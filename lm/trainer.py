@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lm import baselines, models, objectives, remote, sampling, sharding, trackers
+from lm import baselines, devices, models, objectives, remote, sampling, sharding, trackers
 from lm import checkpoint as ckpt_lib
 from lm import guard as guard_lib
 from lm import workdir as workdir_files
@@ -313,7 +313,7 @@ def _loop(run: Run, steps, state, train_it, start, sinks, t_start):
         with sharding.activate(run.mesh):
             for step in range(start, t.steps):
                 batch, data_state = feed.next()
-                state, metrics = train_step(state, batch)  # the one place a step is dispatched
+                state, metrics = devices.settle(run.mesh, train_step(state, batch))  # the one place a step is dispatched
                 done = step + 1
                 if last_time is None:  # the first step compiles: time from its end
                     jax.block_until_ready(metrics["loss"])

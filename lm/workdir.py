@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 
 import ml_collections
 
@@ -48,14 +49,19 @@ class MetricsLog:
 
 
 def _read_jsonl(path: str) -> list[dict]:
-    """The JSON objects of a .jsonl file, skipping a torn or foreign line."""
+    """The JSON objects of a .jsonl file, skipping a torn or foreign line (a line that is not
+    even UTF-8 is skipped with a warning naming it: it was damaged, not torn)."""
     if not os.path.exists(path):
         return []
     rows = []
-    with open(path) as f:
-        for line in f:
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
             try:
-                row = json.loads(line)
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                warnings.warn(f"{path}, line {number}: not UTF-8 text ({e.reason} at byte "
+                              f"{e.start}); the line is skipped", stacklevel=2)
+                continue
             except json.JSONDecodeError:
                 continue
             if isinstance(row, dict):
@@ -85,14 +91,19 @@ def summary_writer(logdir: str, start: int):
     return SummaryWriter(logdir, purge_step=start or None)
 
 
-def read_json(path: str):
-    """A workdir's JSON file; a damaged one is a ConfigError naming the file."""
-    with open(path) as f:
+def read_json(path: str) -> dict:
+    """A workdir's JSON object file (config.json, ...); a damaged one is a ConfigError naming
+    the file."""
+    with open(path, "rb") as f:
         try:
-            return json.load(f)
-        except ValueError as e:
+            value = json.loads(f.read())
+        except ValueError as e:  # also bad UTF-8
             raise ConfigError(f"{path}: not valid JSON ({e}); the workdir is damaged: "
                               "use a new one (or restore the file)") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: a JSON {type(value).__name__}, not an object; the workdir is "
+                          "damaged: use a new one (or restore the file)")
+    return value
 
 
 def config_from_json(values: dict) -> ml_collections.ConfigDict:

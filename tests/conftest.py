@@ -2,8 +2,14 @@
 
 import os
 
+# Child processes (`lm train` subprocesses, notebook kernels) inherit the count through XLA_FLAGS;
+# this process sets it through lm.devices before JAX starts (public jax config).
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from lm import devices  # noqa: E402
+
+devices.configure_cpu_devices(8)
 
 
 import atexit  # noqa: E402

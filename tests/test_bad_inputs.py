@@ -142,6 +142,11 @@ def world(tmp_path_factory):
     with open(os.path.join(bad_json, "config.json"), "w") as f:
         f.write('{"model": ')
     w["bad_json_workdir"] = bad_json
+    list_json = str(root / "list_json_workdir")  # config.json that is a JSON list
+    shutil.copytree(wd, list_json)
+    with open(os.path.join(list_json, "config.json"), "w") as f:
+        f.write('[1, 2]')
+    w["list_json_workdir"] = list_json
     return w
 
 
@@ -189,6 +194,15 @@ def _cases(w):
         (["sample", f"--workdir={wd}", "--top_p=0"], "top_p"),
         (["sample", f"--workdir={wd}", "--max_new_tokens=-5"], "max_new_tokens"),
         (["sample", f"--workdir={wd}", "--prompt=\x00\x01"], "symbol tokenizer"),
+        (["sample", f"--workdir={wd}", "--temperature=nan"], "temperature must be a finite number"),
+        (["sample", f"--workdir={wd}", "--temperature=inf"], "temperature must be a finite number"),
+        (["sample", f"--workdir={wd}", "--top_p=nan"], "top_p"),
+        (["sample", f"--workdir={wd}", "--top_k=-1"], "top_k"),
+        (["sample", f"--workdir={wd}", "--max_new_tokens=100000000"], "more than 1,000,000"),
+        (["eval", f"--workdir={w['list_json_workdir']}"], "config.json: a JSON list, not an object"),
+        (["sample", f"--workdir={w['list_json_workdir']}"], "config.json: a JSON list, not an object"),
+        (["train", f"--config={exp}", f"--workdir={w['list_json_workdir']}"], "config.json: a JSON list"),
+        (["train", f"--config={w['no_get_config']}", f"--workdir={new_wd}"], "defines no get_config"),
         # lm baselines
         (["baselines", f"--config={exp}:nope"], "unknown rung 'nope'"),
         (["baselines"], "--config=experiments/FILE.py[:RUNG] is required"),
@@ -279,7 +293,7 @@ def test_report_skips_records_missing_fields(world, tmp_path):
 
 def test_rerun_status_skips_an_unrunnable_series(world, tmp_path, monkeypatch):
     """One series whose experiment file is gone does not abort the others; a first miss
-    (one rung, inconclusive: no trend yet) is rerun by --status=not_yet."""
+    (one rung, not_yet: no trend yet) is rerun by --status=not_yet."""
     from tests.test_experiment import fake_train
 
     arch = str(tmp_path / "arch")
@@ -287,7 +301,7 @@ def test_rerun_status_skips_an_unrunnable_series(world, tmp_path, monkeypatch):
     gone.write_text(EXPERIMENT.replace('name="tiny"', 'name="gone"'))
     experiment.run(str(gone), "xs", archive_dir=arch, train_fn=fake_train(floor=0.5), progress=False)
     experiment.run(world["exp"], "xs", archive_dir=arch, train_fn=fake_train(floor=0.5), progress=False)
-    assert {r["verdict"] for r in archive.load_records(arch)} == {"inconclusive"}
+    assert {r["verdict"] for r in archive.load_records(arch)} == {"not_yet"}
     os.remove(gone)
     monkeypatch.setattr(trainer, "train", fake_train(floor=0.5))
     code, out, err = lm_main("archive", "rerun", "--status=not_yet", "--rung=next", f"--archive={arch}",
@@ -297,15 +311,6 @@ def test_rerun_status_skips_an_unrunnable_series(world, tmp_path, monkeypatch):
     assert "Traceback" not in err
     recs = archive.load_records(arch)
     assert len(recs) == 3 and any(r.get("parent") and r["experiment"] == "tiny" for r in recs)
-
-
-def test_lm_cpu_devices_not_a_number():
-    env = dict(os.environ, LM_CPU_DEVICES="abc", PYTHONPATH=ROOT)
-    env.pop("XLA_FLAGS", None)
-    out = subprocess.run([sys.executable, "-c", "import lm"], env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0 and "Traceback" not in out.stderr
-    assert "LM_CPU_DEVICES='abc' is not a whole number" in out.stderr
 
 
 # ----------------------------------------------------------------------------- faults
@@ -353,9 +358,14 @@ def _damage(workdir, step, how):
         import shutil
         shutil.rmtree(d)
         os.makedirs(d)
+    elif how == "manifests":  # OCDBT's manifests: TensorStore fails mid-read
+        for a, _, ns in os.walk(d):
+            for n in ns:
+                if n == "manifest.ocdbt":
+                    os.remove(os.path.join(a, n))
 
 
-@pytest.mark.parametrize("how", ["bytes", "truncated", "no_state", "empty"])
+@pytest.mark.parametrize("how", ["bytes", "truncated", "no_state", "empty", "manifests"])
 def test_damaged_newest_checkpoint_falls_back(trained, tmp_path, how):
     import shutil
 
@@ -368,6 +378,11 @@ def test_damaged_newest_checkpoint_falls_back(trained, tmp_path, how):
     assert step == 2
     for a, b in zip(good, params):
         np.testing.assert_array_equal(a, b)
+    if how == "manifests":  # one warning line, none of TensorStore's "Event loop is closed"
+        code, out, err = lm_main("eval", f"--workdir={wd}", "--max_batches=1")
+        assert code == 0 and json.loads(out)["checkpoint"] == 2, err
+        assert err.strip().splitlines()[0].startswith("lm eval: warning: checkpoint 4")
+        assert "Traceback" not in err and "Event loop is closed" not in err, err
     if how == "bytes":  # lm eval says so in one warning line and still works
         code, out, err = lm_main("eval", f"--workdir={wd}", "--max_batches=1")
         assert code == 0 and json.loads(out)["checkpoint"] == 2, err
@@ -467,7 +482,7 @@ def test_archive_not_writable_keeps_the_results(world, tmp_path, monkeypatch):
     kept = str(e.value).split("results are kept in ")[1].split(" ")[0]
     with open(kept) as f:
         rec = json.load(f)
-    assert rec["verdict"] == "inconclusive" and rec["final"]["loss"] > 0
+    assert rec["verdict"] == "not_yet" and rec["final"]["loss"] > 0
     monkeypatch.undo()
 
     # a full disk mid-write leaves no temp file in the archive
@@ -541,3 +556,126 @@ def test_workdir_remembers_where_its_data_came_from(tmp_path, monkeypatch):
     code, out, err = lm_main("eval", f"--workdir={wd}", "--max_batches=1")
     assert code == 0, err
     assert json.loads(out)["tokens"] > 0
+
+
+def test_config_that_does_not_match_the_checkpoints_is_named_not_called_damaged(trained, tmp_path):
+    """Intact checkpoints of another config (an optimizer with another state, an edited
+    config.json): one line naming the differing config keys and arrays; nothing moved aside."""
+    import shutil
+
+    wd = str(tmp_path / "wd")
+    shutil.copytree(trained, wd)
+    ckpts = os.path.join(wd, "checkpoints")
+    before = snapshot(ckpts)
+    code, _, err = lm_main("train", f"--config={_write_exp(tmp_path)}", "--config.train.optimizer=muon",
+                           "--config.train.steps=6", f"--workdir={wd}", "--noprogress")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert "written by a different config" in lines[0] and "intact" in lines[0]
+    assert "train.optimizer: checkpoint 'adamw' vs config 'muon'" in lines[0]
+    assert "damaged" not in err and not os.path.exists(os.path.join(wd, "corrupt_checkpoints"))
+    assert snapshot(ckpts) == before
+
+    with open(os.path.join(trained, "config.json")) as f:
+        edited = json.load(f)
+    edited["model"]["d_model"] = 16
+    with open(os.path.join(wd, "config.json"), "w") as f:
+        json.dump(edited, f)
+    code, _, err = lm_main("eval", f"--workdir={wd}")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert "model.d_model: checkpoint 8 vs config 16" in lines[0]
+    assert "params/decoder/" in lines[0] and "checkpoint [" in lines[0] and "vs config [" in lines[0]
+    assert snapshot(ckpts) == before
+
+
+@contextlib.contextmanager
+def _small_disk(path, size):
+    """A real tmpfs of `size` at `path` (needs the right to mount, as root in a container)."""
+    os.makedirs(path)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here to fill a disk ({done.stderr.strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", path], check=True)  # lazy: Orbax's pool may hold a file
+
+
+def test_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_older_one(tmp_path):
+    """Room for one checkpoint, not two: the second save fails in Orbax's background threads;
+    one line (no Orbax log tracebacks), exit 1, and checkpoint 2 still restores."""
+    with _small_disk(str(tmp_path / "disk"), "260k") as disk:
+        wd = os.path.join(disk, "wd")
+        code, _, err = lm_main("train", f"--config={_write_exp(tmp_path)}", f"--workdir={wd}",
+                               "--noprogress")
+        lines = err.strip().splitlines()
+        assert code == 1 and "Traceback" not in err and len(lines) == 1, err
+        assert "could not write checkpoint 4" in lines[0] and "no space left on device" in lines[0]
+        assert checkpoint.step_dirs(os.path.join(wd, "checkpoints")) == [2]
+        params, step = _params(wd)
+        assert step == 2 and all(np.isfinite(p).all() for p in params)
+
+
+def test_sample_zero_new_tokens_prints_the_prompt(world):
+    code, out, err = lm_main("sample", f"--workdir={world['workdir']}", "--prompt=1 2",
+                             "--max_new_tokens=0")
+    assert code == 0 and out == "1 2\n", err
+    assert "generated max_new_tokens=0 tokens" in err and "Traceback" not in err
+
+
+def test_metrics_line_that_is_not_utf8_is_named_and_skipped(tmp_path):
+    from lm import workdir as workdir_files
+
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"step": 1}\n{"step": \xff\xfe2}\n{"step": 3}\n')
+    with pytest.warns(UserWarning, match=r"metrics.jsonl, line 2: not UTF-8"):
+        rows = workdir_files.read_metrics(str(tmp_path))
+    assert [r["step"] for r in rows] == [1, 3]
+
+
+def _hf_copy(tmp_path, name):
+    import shutil
+
+    return shutil.copytree(os.path.join(ROOT, "tests", "fixtures", "hf", "gpt2"), tmp_path / name)
+
+
+def test_hf_import_and_export_faults_are_one_line(tmp_path):
+    """NaN weights, a config.json list, a truncated safetensors file: refused at import naming
+    the file (and tensor), no workdir left; an export to a full disk names --out, writes nothing."""
+    from lm.hf.safetensors_io import SafetensorsDir, save_file
+
+    with open(os.path.join(ROOT, "tests", "fixtures", "hf", "gpt2", "prompt.txt"), encoding="utf-8") as f:
+        (tmp_path / "text.txt").write_text(f.read() * 3)  # one 640-token sequence in each split
+    data = ["--data_source=files", f"--data_path={tmp_path / 'text.txt'}"]
+    nan = _hf_copy(tmp_path, "nan")
+    store = SafetensorsDir(str(nan))
+    tensors = {n: np.array(store.read(n), np.float32) for n in store.names}
+    tensors["transformer.h.1.mlp.c_fc.weight"][3, 5] = np.nan
+    save_file(tensors, str(nan / "model.safetensors"))
+    listed = _hf_copy(tmp_path, "listed")
+    (listed / "config.json").write_text("[1, 2, 3]")
+    cut = _hf_copy(tmp_path, "cut")
+    with open(cut / "model.safetensors", "r+b") as f:
+        f.truncate(100_000)
+    cases = [(nan, "tensor 'transformer.h.1.mlp.c_fc.weight' holds 1 NaN/Inf values"),
+             (listed, "config.json: a list, not a JSON object"),
+             (cut, "model.safetensors: truncated (100000 bytes")]
+    for source, expect in cases:
+        wd = str(tmp_path / f"wd_{source.name}")
+        code, _, err = lm_main("import", str(source), f"--workdir={wd}", *data)
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and expect in lines[0] and "Traceback" not in err, err
+        assert not os.path.exists(wd)
+        assert [p for p in os.listdir(tmp_path) if p.startswith(".import-")] == []
+
+    wd = str(tmp_path / "wd")
+    code, _, err = lm_main("import", str(_hf_copy(tmp_path, "good")), f"--workdir={wd}", *data)
+    assert code == 0, err
+    with _small_disk(str(tmp_path / "disk"), "100k") as disk:
+        out = os.path.join(disk, "out")
+        code, _, err = lm_main("export", f"--workdir={wd}", f"--out={out}")
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+        assert f"{out}: no space left on device" in lines[0]
+        assert os.listdir(disk) == []

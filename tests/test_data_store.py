@@ -91,8 +91,12 @@ def test_reused_when_identical_rebuilt_when_data_changes(tmp_path, monkeypatch):
 
 
 BUILD = """
-import sys, numpy as np
-from lm.data import build_dataset, data_config
+import functools, os, signal, sys, numpy as np
+from lm.data import build_dataset, data_config, store
+crash = int(os.environ.get("CRASH_AT", "0"))  # this script's own switch: SIGKILL after n shards
+if crash:
+    kill = lambda n: n >= crash and os.kill(os.getpid(), signal.SIGKILL)
+    store.build = functools.partial(store.build, on_shard=kill)
 cfg = data_config(data_dir=sys.argv[1], source="files", path=sys.argv[2], tokenizer=sys.argv[3],
                   vocab_size=300, shard_tokens=int(sys.argv[4]), document_masking=True)
 work = sys.argv[5] if len(sys.argv) > 5 else None
@@ -110,7 +114,7 @@ def run_build(tmp_path, data_dir, kind="byte", shard=300, workdir=None, env=None
 
 def test_kill9_during_build_then_rerun_equals_uninterrupted(tmp_path):
     corpus(tmp_path, rows=False)
-    _, err, rc = run_build(tmp_path, tmp_path / "a", env={"LM_STORE_CRASH_AT_SHARD": "3"})
+    _, err, rc = run_build(tmp_path, tmp_path / "a", env={"CRASH_AT": "3"})
     assert rc == -signal.SIGKILL, err
     [root] = [p for p in (tmp_path / "a" / "store").iterdir() if not p.name.startswith(".")]
     [folder] = [p for p in root.iterdir() if p.name.startswith("tokens-")]

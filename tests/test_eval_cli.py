@@ -92,3 +92,11 @@ def test_sample_bad_input(workdirs, tmp_path, case):
     assert out.returncode != 0 and out.stdout == ""
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lm sample: error: ") and expect in lines[0], out.stderr
+
+
+def test_eval_refuses_negative_max_batches_and_stray_table(workdirs):
+    out = lm("eval", f"--workdir={workdirs['decoder']}", "--max_batches=-1")
+    assert out.returncode != 0 and "--max_batches=-1: must be >= 0" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = lm("eval", f"--workdir={workdirs['decoder']}", "--table")
+    assert out.returncode != 0 and "go with --harness_tasks" in out.stderr

@@ -51,3 +51,35 @@ def test_missing_data_file_and_unknown_task_are_clear_errors(tmp_path, monkeypat
         harness.run(None, "lm_broken", include_path=str(tmp_path), evaluator=ev)
     with pytest.raises(ValueError, match=r"unknown harness task\(s\) \['lm_nope'\]"):
         harness.run(None, "lm_nope", include_path=str(tmp_path), evaluator=ev)
+
+
+def test_malformed_yaml_and_too_many_fewshot_examples_are_clear_errors(tmp_path, monkeypatch):
+    (tmp_path / "bad.yaml").write_text("task: lm_bad\ndataset_path: json\n  oops: [unclosed\n")
+    ev, _, _ = _random_evaluator()
+    with pytest.raises(ValueError, match=r"harness task 'lm_bad': .*bad.yaml is not valid YAML \(.+\)"):
+        harness.run(None, "lm_bad", include_path=str(tmp_path), evaluator=ev)
+    monkeypatch.chdir(REPO)  # 4 documents, the few-shot examples drawn from the same split
+    with pytest.raises(ValueError, match=r"--num_fewshot=9: .*'lm_tiny_arith_mc' has 3; use --num_fewshot<=3"):
+        harness.run(None, "lm_tiny_arith_mc", include_path=FIXTURES, evaluator=ev, num_fewshot=9, limit=1)
+
+
+def test_results_file_and_table_are_lm_evals_own(tmp_path, monkeypatch):
+    import glob
+    import json
+
+    from lm_eval.utils import make_table
+
+    monkeypatch.chdir(REPO)
+    ev, _, _ = _random_evaluator(max_len=24, batch_size=4)
+    full = harness.run(None, "lm_tiny_arith_mc", include_path=FIXTURES, evaluator=ev, full=True,
+                       output_path=str(tmp_path))
+    files = glob.glob(str(tmp_path / "**" / "results_*.json"), recursive=True)
+    assert len(files) == 1
+    with open(files[0]) as f:
+        saved = json.load(f)
+    acc = full["results"]["lm_tiny_arith_mc"]["acc,none"]
+    assert saved["results"]["lm_tiny_arith_mc"]["acc,none"] == acc
+    assert {"versions", "n-shot", "configs", "config"} <= set(saved)
+    table = make_table(full)  # lm-eval's markdown: |Tasks|Version|Filter|n-shot|Metric|  |Value|...
+    row = next(line.split("|") for line in table.splitlines() if line.startswith("|lm_tiny_arith_mc"))
+    assert row[5].strip() == "acc" and float(row[7]) == pytest.approx(acc, abs=1e-4)

@@ -195,6 +195,8 @@ def test_reproduce_rung_trains_exactly_like_nanogpt():
     here = os.path.dirname(__file__)
     fx = np.load(os.path.join(here, "fixtures", "nanogpt", "parity.npz"))
     shakespeare = os.path.join(here, "..", "..", "shared", "data", "tinyshakespeare", "input.txt")
+    if not os.path.exists(shakespeare):  # nanoGPT's own text and vocabulary; no download in tests
+        pytest.skip(f"tiny Shakespeare not found at {os.path.normpath(shakespeare)}")
     config = load_config(os.path.join(here, "..", "experiments", "shakespeare_char.py"), "reproduce",
                          [*fx["sets"], f"data.path={shakespeare}"])
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})

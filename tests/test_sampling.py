@@ -95,6 +95,9 @@ def test_bad_arguments(lm):
     cases = [(dict(prompt_ids=np.zeros((1, 0), np.int32)), "empty"),
              (dict(prompt_ids=np.array([1, 13])), r"lie in \[0, 13\)"),
              (dict(prompt_ids=PROMPT, temperature=-1.0), "temperature"),
+             (dict(prompt_ids=PROMPT, temperature=float("nan")), "temperature must be a finite"),
+             (dict(prompt_ids=PROMPT, temperature=float("inf")), "temperature must be a finite"),
+             (dict(prompt_ids=PROMPT, top_p=float("nan")), "top_p"),
              (dict(prompt_ids=PROMPT, top_p=0.0), "top_p"),
              (dict(prompt_ids=PROMPT, top_k=-2), "top_k"),
              (dict(prompt_ids=np.zeros((1, 40), np.int32)), "more than the model's context")]
@@ -138,3 +141,17 @@ def test_slide_past_the_context(lm):
                                   slide=True).tokens.shape == (2, 5)
     with pytest.raises(ValueError, match="max_new_tokens"):
         sampling.generate_full(model, params, PROMPT, max_new_tokens=-1, slide=True)
+    with pytest.raises(ValueError, match="more than 1,000,000"):  # refused before any decoding
+        sampling.check_request(model, PROMPT, max_new_tokens=sampling.MAX_NEW_TOKENS + 1, slide=True)
+    seen = []  # a long request reports each window as it goes
+    g = sampling.generate_full(model, params, PROMPT, max_new_tokens=40, temperature=0.0, slide=True,
+                               progress=seen.append)
+    assert sum(seen) == 40 and len(seen) > 1
+
+
+def test_zero_new_tokens_is_an_empty_continuation(lm):
+    model, params = lm
+    for slide in (False, True):
+        g = sampling.generate_full(model, params, PROMPT, max_new_tokens=0, slide=slide, eos_id=3)
+        assert g.tokens.shape == (2, 0) and list(g.lengths) == [0, 0]
+        assert g.stop_reason == "max_new_tokens"

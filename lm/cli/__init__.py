@@ -35,6 +35,13 @@ def main(argv=None) -> None:
     if command not in COMMANDS:
         print(f"lm: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
+    from lm import devices
+
+    try:  # before JAX starts: one CPU device unless LM_CPU_DEVICES asks for more
+        devices.configure_cpu_devices()
+    except ValueError as e:
+        print(f"lm {command}: error: {e}", file=sys.stderr)
+        sys.exit(2)
     from absl import app, flags, logging
 
     from lm.cli import _errors

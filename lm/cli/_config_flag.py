@@ -27,6 +27,18 @@ def _last_line(text: str) -> str:
     return re.sub(r"^[\w.]+(Error|Exception): ", "", last)
 
 
+def _unknown_key(command: str, name: str, e: Exception):
+    """An unknown --config.KEY (config_flags raises AttributeError or KeyError)."""
+    text = str(e).replace("\\", "")
+    key = re.search(r"'([^'\"]+)", text)
+    key = key.group(1) if key else text
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    given = [a[2:].split("=")[0] for a in sys.argv if a.startswith(f"--{name}.")]
+    path_key = next((g for g in given if key in g.split(".")), key)
+    _fail(command, f"unknown config key {path_key!r}"
+          + (f" (did you mean {hint.group(1)!r}?)" if hint else ""))
+
+
 def one_line_errors(holder, command: str):
     """Wrap a config_flags.DEFINE_config_file flag's parser (see the module docstring)."""
     name = holder.name
@@ -44,17 +56,19 @@ def one_line_errors(holder, command: str):
         path = argument.partition(":")[0]
         if not os.path.isfile(path):
             _fail(command, f"--{name}={argument}: no such config file {path!r}")
+        # config_flags loads the file as module NAME_config with load_module, which executes it
+        # into an existing module of that name: a file without get_config would inherit the
+        # one of a file loaded before in this process (tests, notebooks).
+        sys.modules.pop(f"{name}_config", None)
         try:
             config = parse_config(argument)
-        except (AttributeError, KeyError) as e:  # an unknown --config.KEY
-            text = str(e).replace("\\", "")
-            key = re.search(r"'([^'\"]+)", text)
-            key = key.group(1) if key else text
-            hint = re.search(r'Did you mean "([^"]+)"', text)
-            given = [a[2:].split("=")[0] for a in sys.argv if a.startswith(f"--{name}.")]
-            path_key = next((g for g in given if key in g.split(".")), key)
-            _fail(command, f"unknown config key {path_key!r}"
-                  + (f" (did you mean {hint.group(1)!r}?)" if hint else ""))
+        except AttributeError as e:
+            if "has no attribute 'get_config'" in str(e):  # config_flags names the module oddly
+                _fail(command, f"--{name}={argument}: {path} defines no get_config(arg) "
+                      "(a config file must define one returning a ConfigDict)")
+            _unknown_key(command, name, e)
+        except KeyError as e:  # an unknown --config.KEY
+            _unknown_key(command, name, e)
         except (TypeError, ValueError) as e:  # get_config raised; config_flags adds a traceback
             _fail(command, f"--{name}={argument}: {_last_line(str(e))}")
         except SyntaxError as e:

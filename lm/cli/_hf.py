@@ -70,10 +70,10 @@ def import_model(source: str, workdir: str, *, max_len: int = 0, data_source: st
 
 
 def _read_json(path: str):
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    """A workdir's JSON object file (None if absent); a damaged one is named."""
+    from lm import workdir as workdir_files
+
+    return workdir_files.read_json(path) if os.path.isfile(path) else None
 
 
 def export_workdir(workdir: str, out: str, step: int | None = None) -> dict:
@@ -82,7 +82,6 @@ def export_workdir(workdir: str, out: str, step: int | None = None) -> dict:
     from lm.config import model_config
     from lm.data.tokenizers import load_tokenizer
     from lm.hf import configs, load
-    from lm.hf.safetensors_io import save_file
 
     if not out:
         raise ValueError("--out=DIR is required")
@@ -102,17 +101,27 @@ def export_workdir(workdir: str, out: str, step: int | None = None) -> dict:
     tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
         tensors = dict(load.export_tensors(state["params"], family, run.model_cfg))
-        save_file(tensors, os.path.join(tmp, "model.safetensors"))
-        with open(os.path.join(tmp, "config.json"), "w") as f:
-            json.dump(hf_config, f, indent=2)
-        has_tokenizer = hasattr(tokenizer, "export")
-        if has_tokenizer:
-            tokenizer.export(tmp)
+        _write_export(tmp, out, tensors, hf_config, tokenizer)
         if os.path.isdir(out):
             os.rmdir(out)
         os.rename(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"out": out, "family": family, "checkpoint": step, "tensors": len(tensors),
-            "tokenizer": "tokenizer.json" if has_tokenizer else
+            "tokenizer": "tokenizer.json" if hasattr(tokenizer, "export") else
             f"none (a {tokenizer.name} tokenizer has no Hugging Face form)"}
+
+
+def _write_export(tmp: str, out: str, tensors: dict, hf_config: dict, tokenizer) -> None:
+    """The files into tmp; a failed write (a full disk) is an OSError naming --out (the
+    partial files are removed by the caller)."""
+    from lm.hf.safetensors_io import save_file
+
+    try:
+        save_file(tensors, os.path.join(tmp, "model.safetensors"))
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(hf_config, f, indent=2)
+        if hasattr(tokenizer, "export"):
+            tokenizer.export(tmp)
+    except OSError as e:
+        raise OSError(e.errno, f"{e.strerror}; nothing was written to --out", out) from None

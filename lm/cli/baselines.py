@@ -1,7 +1,9 @@
 """`lm baselines --config=experiments/X.py[:rung] [--orders=0..K] [--out=FILE.json]`
 
 n-gram (interpolated modified Kneser-Ney) and conditional stdlib compressor baselines on an
-experiment's data, in bits per byte of the held-out split. Prints a table, writes JSON
+experiment's data, in bits per byte of the held-out split, on the bounded context the end of a
+run uses (lm.baselines.TRAIN_CONTEXT_BYTES of train before the held-out split, HELDOUT_BYTES of
+held-out; --train_bytes / --heldout_bytes change it). Prints a table, writes JSON
 (default: lm_baselines/<config>-<hash>.json under the current directory) and prints its path.
 """
 
@@ -19,6 +21,10 @@ _ORDERS = flags.DEFINE_string("orders", "0..8", "n-gram orders: 'a..b', 'K' (= 0
 _SPLIT = flags.DEFINE_string("split", "", "Held-out split; default config.experiment.split.")
 _OUT = flags.DEFINE_string("out", "", "JSON output file.")
 _COMPRESSORS = flags.DEFINE_bool("compressors", True, "Also run zlib, bz2 and lzma.")
+_TRAIN_BYTES = flags.DEFINE_integer("train_bytes", 0, "Bytes of train context (the end of the train "
+                                    "split); 0: lm.baselines.TRAIN_CONTEXT_BYTES, as at the end of a run.")
+_HELDOUT_BYTES = flags.DEFINE_integer("heldout_bytes", 0, "Bytes of the held-out split used (its "
+                                      "start); 0: lm.baselines.HELDOUT_BYTES, as at the end of a run.")
 
 
 def _default_out(config_arg: str, config) -> str:
@@ -35,8 +41,12 @@ def main(argv):
 
     config, config_arg = _config_flag.load(_CONFIG)
     orders = baselines.parse_orders(_ORDERS.value)
+    bounds = {"train_bytes": _TRAIN_BYTES.value or baselines.TRAIN_CONTEXT_BYTES,
+              "heldout_bytes": _HELDOUT_BYTES.value or baselines.HELDOUT_BYTES}
+    if min(bounds.values()) < 1:
+        raise ValueError(f"--train_bytes / --heldout_bytes must be positive, got {bounds}")
     result = baselines.run_baselines(config, orders, split=_SPLIT.value or None,
-                                     compressors=_COMPRESSORS.value)
+                                     compressors=_COMPRESSORS.value, **bounds)
     result["config"] = config_arg
     print(baselines.format_table(result))
     target = _OUT.value or _default_out(config_arg, config)

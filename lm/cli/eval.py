@@ -1,6 +1,7 @@
 """`lm eval --workdir=DIR [--split=valid|test] [--checkpoint=STEP] [--max_batches=N] [--baselines]`
 `lm eval --workdir=DIR --tasks=addition_3,copy_8 [--num_fewshot=K] [--limit=N] [--seed=S] [--temperature=T]`
-`lm eval --workdir=DIR --harness_tasks=NAME[,NAME] [--include_path=DIR] [--num_fewshot=K] [--limit=N]`
+`lm eval --workdir=DIR --harness_tasks=NAME[,NAME] [--include_path=DIR] [--num_fewshot=K] [--limit=N]
+    [--table] [--output_path=DIR]`
 
 Evaluates a trained workdir on a split and prints one JSON object: loss (nats/token),
 bits_per_byte, perplexity, tokens and bytes evaluated (plus the n-gram and compressor
@@ -9,6 +10,9 @@ baselines on the same split with --baselines). Works for both model kinds.
 With --tasks (built-in synthetic tasks, lm/evals/tasks.py) or --harness_tasks
 (lm-evaluation-harness tasks, needs the `eval` extra) it prints the task results instead:
 {"workdir", "checkpoint", "tasks": {task: {metric: value}}} / "harness": the harness's results.
+--table prints lm-eval's own results table (lm_eval.utils.make_table) instead of the JSON;
+--output_path=DIR writes lm-eval's results file (DIR/<model>/results_<timestamp>.json, its
+schema, by its own EvaluationTracker), so the numbers go straight into lm-eval's tools.
 """
 
 import json
@@ -29,6 +33,8 @@ _INCLUDE = flags.DEFINE_string("include_path", "", "Directory of extra harness t
 _FEWSHOT = flags.DEFINE_integer("num_fewshot", 0, "Solved demonstrations before each prompt.")
 _LIMIT = flags.DEFINE_integer("limit", 64, "Examples per task (harness: at most this many; 0 all).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the built-in tasks' examples (and samples).")
+_TABLE = flags.DEFINE_bool("table", False, "--harness_tasks: print lm-eval's results table, not JSON.")
+_OUTPUT = flags.DEFINE_string("output_path", "", "--harness_tasks: write lm-eval's results JSON under DIR.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "> 0: also sample answers (sampled_* metrics).")
 
 
@@ -49,6 +55,10 @@ def main(argv):
     from lm.evals import tasks
 
     tasks.parse_tasks(_TASKS.value)  # a clear error before touching the workdir
+    if _MAX_BATCHES.value < 0:
+        raise ValueError(f"--max_batches={_MAX_BATCHES.value}: must be >= 0 (0: the whole split)")
+    if (_TABLE.value or _OUTPUT.value) and not _HARNESS.value:
+        raise ValueError("--table and --output_path go with --harness_tasks (lm-eval's results)")
     checkpoint.checkpoint_step(_WORKDIR.value, _CHECKPOINT.value)  # a clear error if none
     if _TASKS.value or _HARNESS.value:
         out = {"workdir": _WORKDIR.value, "checkpoint": None, "num_fewshot": _FEWSHOT.value}
@@ -57,9 +67,16 @@ def main(argv):
         if _HARNESS.value:
             from lm.evals import harness
 
-            out["harness"] = harness.run(_WORKDIR.value, _HARNESS.value, step=_CHECKPOINT.value,
-                                         include_path=_INCLUDE.value or None,
-                                         num_fewshot=_FEWSHOT.value, limit=_LIMIT.value or None)
+            full = harness.run(_WORKDIR.value, _HARNESS.value, step=_CHECKPOINT.value,
+                               include_path=_INCLUDE.value or None, num_fewshot=_FEWSHOT.value,
+                               limit=_LIMIT.value or None, full=True, output_path=_OUTPUT.value or None)
+            out["harness"] = full["results"]
+            if _TABLE.value:
+                from lm_eval.utils import make_table
+
+                print(make_table(full) + (make_table(full, "groups") if "groups" in full else ""))
+                if not _TASKS.value:
+                    return
         print(json.dumps(out, default=str))
         return
     run, state = runs.load_run(_WORKDIR.value, step=_CHECKPOINT.value)  # None: newest good

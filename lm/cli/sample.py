@@ -4,7 +4,8 @@ Generates a continuation of the prompt with the KV cache (lm.sampling) from a tr
 workdir and prints prompt + continuation on stdout; why it stopped (max_new_tokens, the
 end-of-sequence token or the context limit) goes to stderr. An empty prompt starts from a
 newline (or the EOS id). Encoder-decoder models take the prompt as the source and continue it.
-Deterministic for a seed; --temperature=0 is greedy.
+Deterministic for a seed; --temperature=0 is greedy. Past one context window a progress bar on
+stderr counts the new tokens; more than lm.sampling.MAX_NEW_TOKENS is refused before loading.
 """
 
 import os
@@ -63,8 +64,18 @@ def main(argv):
 
     run, state = runs.load_run(workdir, step=_CHECKPOINT.value)  # None: the newest good one
     model, params, dataset, step = run.model, state["params"], run.dataset, run.restored_step
-    out = sampling.generate_full(model, params, prompt, seed=_SEED.value, strict=True, slide=True,
-                                 eos_id=getattr(dataset.tokenizer, "eos_id", None), **request)
+    bar = None
+    if len(prompt) + _MAX_NEW.value > model.cfg.max_len:  # several windows: show that it is alive
+        from tqdm.auto import tqdm
+        bar = tqdm(total=_MAX_NEW.value, desc="sample", unit="tok", file=sys.stderr,
+                   dynamic_ncols=True, leave=False)
+    try:
+        out = sampling.generate_full(model, params, prompt, seed=_SEED.value, strict=True, slide=True,
+                                     eos_id=getattr(dataset.tokenizer, "eos_id", None),
+                                     progress=bar.update if bar is not None else None, **request)
+    finally:
+        if bar is not None:
+            bar.close()
     text = dataset.tokenizer.decode(out.tokens[0, :out.lengths[0]])
     print(_PROMPT.value + text)
     print(f"[{out.stop_reason}: {out.message}; checkpoint step {step}]", file=sys.stderr)

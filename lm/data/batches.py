@@ -88,6 +88,20 @@ def window_starts(rows: np.ndarray, seed: int, stream: int, num_starts: int) -> 
     return (mixed % np.uint64(num_starts)).astype(np.int64)
 
 
+class TokenStream:
+    """A token array with the stream interface of PackedSplit (num_tokens, span, fingerprint)."""
+
+    fingerprint = None
+
+    def __init__(self, tokens: np.ndarray):
+        self.tokens = np.asarray(tokens, np.int32)
+        self.num_tokens = len(self.tokens)
+
+    def span(self, lo: int, hi: int) -> np.ndarray:
+        """Tokens [lo, hi) of the stream as int32, reading only those."""
+        return self.tokens[lo:hi]
+
+
 class PackedSplit:
     """One split as a token stream packed into rows of seq_len + 1 tokens.
 
@@ -112,6 +126,11 @@ class PackedSplit:
         self.rows_per_epoch = full - 1 if full >= 2 else 1
         self.max_offset = min(seq_len - 1, n - 1 - self.rows_per_epoch * seq_len)
         self._epochs = {}
+
+    # What identifies the tokens without reading them (the token store's checksums); None: only
+    # the tokens themselves do (in-memory splits). Keys caches such as the baselines'.
+    fingerprint = None
+    span = TokenStream.span
 
     def _take(self, idx: np.ndarray, docs: bool) -> tuple:
         """(int32 tokens at idx, doc ids at idx or None); idx is [rows, k] positions in range."""

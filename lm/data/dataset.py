@@ -64,6 +64,14 @@ class Dataset:
             return self._copy.rows(np.arange(n), self.seed, self.splits.index(split))["inputs"].reshape(-1)
         return self._packed[split].tokens
 
+    def stream(self, split: str):
+        """The split as a token stream read on demand: `num_tokens`, `span(lo, hi)` (int32 ids)
+        and `fingerprint` (the token store's checksums, or None for in-memory splits)."""
+        self._check(split)
+        if self._copy:
+            return batches.TokenStream(self.tokens(split))
+        return self._packed[split]
+
     def train_iterator(self, batch_size: int, *, seed: int, process_index: int = 0, process_count: int = 1):
         """Endless {'inputs','targets','weights','segment_ids'} batches of batch_size // process_count rows."""
         if self._copy:
@@ -145,10 +153,11 @@ def build_dataset(data_cfg, seq_len: int, *, workdir: str | None = None, seed: i
 
 def _symbols(vocab: int, workdir: str | None) -> Tokenizer:
     tok = SymbolTokenizer(vocab)
-    if workdir:
+    saved = os.path.join(workdir, "tokenizer") if workdir else ""
+    if saved and not os.path.isdir(saved):  # checked first: reading a workdir writes nothing
         with prepare.file_lock(os.path.join(workdir, ".tokenizer.lock")):
-            if not os.path.isdir(os.path.join(workdir, "tokenizer")):
-                tok.save(os.path.join(workdir, "tokenizer"))
+            if not os.path.isdir(saved):
+                tok.save(saved)
     return tok
 
 

@@ -57,7 +57,8 @@ def open_mixture(cfg, strict: bool) -> sources.Source:
         return {s: (lambda s=s: itertools.chain.from_iterable(c.docs(s) for c, _ in comps)) for s in common}
 
     identity = {"kind": "mixture", "components": [c.identity for c, _ in comps]}  # weights: not the tokens'
-    src = sources.Source("mixture", identity, opener)
+    legacy = {"kind": "mixture", "components": [c.legacy_identity for c, _ in comps]}
+    src = sources.Source("mixture", identity, opener, legacy_identity=legacy)
     src.components = [c for c, _ in comps]
     src.weights = [w for _, w in comps]
     return src
@@ -112,3 +113,22 @@ class MixtureSplit:
     @property
     def tokens(self) -> np.ndarray:
         return np.concatenate([p.tokens for p in self.parts])
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(p.num_tokens for p in self.parts)
+
+    @property
+    def fingerprint(self):
+        prints = [p.fingerprint for p in self.parts]
+        return None if None in prints else "+".join(prints)
+
+    def span(self, lo: int, hi: int) -> np.ndarray:
+        """Tokens [lo, hi) of the components' streams end to end."""
+        out, start = [], 0
+        for p in self.parts:
+            a, b = max(lo, start), min(hi, start + p.num_tokens)
+            if a < b:
+                out.append(p.span(a - start, b - start))
+            start += p.num_tokens
+        return np.concatenate(out) if out else np.zeros(0, np.int32)

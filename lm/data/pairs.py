@@ -138,11 +138,21 @@ def _fields(cfg) -> tuple:
 
 
 def _check_fields(rows: list, fields: tuple, split: str) -> None:
+    """Every example an object with a text value in each field; the error names the example,
+    the field and what it holds instead."""
     for i, row in enumerate(rows):
-        missing = [f for f in fields if not isinstance(row.get(f), str)]
+        if not isinstance(row, dict):
+            raise ConfigError(f"{split} example {i} is a JSON {type(row).__name__}, not an object "
+                              f"with the fields {list(fields)}")
+        missing = [f for f in fields if f not in row]
         if missing:
             raise ConfigError(f"{split} example {i}: missing text field(s) {missing} (have {sorted(row)}); "
                               "set data.prompt_field / response_field / chosen_field / rejected_field")
+        for f in fields:
+            if not isinstance(row[f], str):
+                shown = repr(row[f])
+                raise ConfigError(f"{split} example {i}: field {f!r} holds {type(row[f]).__name__} "
+                                  f"{shown[:40] + '...' if len(shown) > 40 else shown}, not text")
 
 
 # ----------------------------------------------------------------------------- tokenized examples

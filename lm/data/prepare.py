@@ -144,9 +144,9 @@ def small_corpus_tokenizer(cfg, source, workdir: str | None) -> Tokenizer:
     if cfg.tokenizer == "hf":
         return _hf_tokenizer(workdir)
     spec = tokenizer_spec(cfg, source)
-    tok = workdir_tokenizer(workdir, spec, cfg.tokenizer) or train_tokenizer(cfg, source)
+    tok = workdir_tokenizer(workdir, spec, cfg.tokenizer, legacy_source(source)) or train_tokenizer(cfg, source)
     if workdir:
-        _save_to_workdir(tok, workdir, spec)
+        _save_to_workdir(tok, workdir, spec, legacy_source(source))
     return tok
 
 
@@ -161,6 +161,13 @@ def _hf_tokenizer(workdir: str | None) -> Tokenizer:
     if tok.name != "hf":
         raise ConfigError(f"{saved} holds a {tok.name} tokenizer but data.tokenizer='hf'")
     return tok
+
+
+def legacy_source(source) -> str | None:
+    """spec["source"] as older lm wrote it (files by mtime, not content), so that a workdir
+    tokenizer saved then is still recognised; None where it did not differ."""
+    legacy = getattr(source, "legacy_identity", None)
+    return None if legacy is None else _hash(legacy)
 
 
 def _has_checkpoints(workdir: str) -> bool:
@@ -179,8 +186,9 @@ def _describe(old: dict, new: dict) -> str:
     return "; ".join(diffs)
 
 
-def workdir_tokenizer(workdir: str | None, spec: dict, kind: str) -> Tokenizer | None:
-    """The workdir's tokenizer if it was made for `spec`; None if absent or stale and unused."""
+def workdir_tokenizer(workdir: str | None, spec: dict, kind: str, legacy: str | None = None) -> Tokenizer | None:
+    """The workdir's tokenizer if it was made for `spec` (or for spec with source `legacy`, the
+    same data as an older lm identified it); None if absent or stale and unused."""
     if not workdir:
         return None
     saved = os.path.join(workdir, "tokenizer")
@@ -196,7 +204,7 @@ def workdir_tokenizer(workdir: str | None, spec: dict, kind: str) -> Tokenizer |
         log.warning("%s; replacing it", e)
         return None
     old = meta.get("data")
-    if old == spec:
+    if old == spec or (legacy is not None and old == dict(spec, source=legacy)):
         return tok
     if old is None and used:  # saved by an older lm: no identity to compare, keep using it
         if meta.get("kind") != kind:
@@ -249,7 +257,8 @@ def _prepare(cfg, source, seq_len: int, workdir: str | None, masking: bool) -> t
         folders, manifests = [], []
         try:
             tok = hf_tok if hf_tok is not None else _store_tokenizer(
-                cfg, source, root, spec, workdir_tokenizer(workdir, spec, cfg.tokenizer))
+                cfg, source, root, spec,
+                workdir_tokenizer(workdir, spec, cfg.tokenizer, legacy_source(source)))
             dtype = store.dtype_for(tok.vocab_size, cfg.store_dtype)
             for part in parts:
                 suffix = "" if part is source else f"-{_hash(part.identity)}"
@@ -272,7 +281,7 @@ def _prepare(cfg, source, seq_len: int, workdir: str | None, masking: bool) -> t
                     shutil.rmtree(folder, ignore_errors=True)
             raise
     if workdir:
-        _save_to_workdir(tok, workdir, spec)
+        _save_to_workdir(tok, workdir, spec, legacy_source(source))
     stored = [{name: store.StoredSplit(folder, m, name, seq_len, masking, f"{part.name}/{name}")
                for name in m["splits"]} for folder, m, part in zip(folders, manifests, parts)]
     if len(stored) == 1:
@@ -283,16 +292,32 @@ def _prepare(cfg, source, seq_len: int, workdir: str | None, masking: bool) -> t
     return tok, {n: MixtureSplit([s[n] for s in stored], source.weights) for n in names}
 
 
-def _save_to_workdir(tok: Tokenizer, workdir: str, spec: dict) -> None:
+def _save_to_workdir(tok: Tokenizer, workdir: str, spec: dict, legacy: str | None = None) -> None:
+    """Saves the tokenizer with its spec unless the workdir holds it already: checked before the
+    lock too, so that reading a workdir (lm eval, lm sample) never needs write access to it. One
+    saved under the older identity (`legacy`) gets the new one where the workdir is writable."""
     saved = os.path.join(workdir, "tokenizer")
-    with file_lock(os.path.join(workdir, ".tokenizer.lock")):
+
+    def data():
         try:
-            meta = saved_meta(saved)
-            if meta.get("data") == spec or (meta.get("data") is None and _has_checkpoints(workdir)):
-                return
+            return saved_meta(saved).get("data", None), True
         except (FileNotFoundError, ValueError):
-            pass
-        tok.save(saved, extra={"data": spec})
+            return None, False
+
+    def current() -> bool:
+        old, found = data()
+        return found and (old == spec or (old is None and _has_checkpoints(workdir)))
+
+    if current():
+        return
+    try:
+        with file_lock(os.path.join(workdir, ".tokenizer.lock")):
+            if not current():
+                tok.save(saved, extra={"data": spec})
+    except OSError:
+        if legacy is None or data()[0] != dict(spec, source=legacy):
+            raise
+        log.info("%s: read-only, keeping its tokenizer's older data identity", workdir)
 
 
 def prepare_text(cfg, source, seq_len: int, *, workdir: str | None = None, masking: bool = False) -> tuple:

@@ -159,13 +159,15 @@ class Source:
     `docs(split)` yields documents; each document is an iterable of str pieces, read to its end
     before the next document is asked for. Pieces end at newlines where the text has them, so a
     line-based tokenizer (sentencepiece) sees exactly the lines of the whole text. `identity`
-    (JSON-able, cheap: file names, sizes, mtimes, hub names) says which corpus this is; the token
-    store is keyed by its hash. `open()` (the splits) may read or download; identity never does.
+    (JSON-able: file names, sizes and content hashes, hub names) says which corpus this is; the
+    token store is keyed by its hash. `open()` (the splits) may read or download; identity never
+    downloads (it hashes local files once, see `file_identity`).
     """
 
-    def __init__(self, name: str, identity: dict, opener, nbytes=None):
+    def __init__(self, name: str, identity: dict, opener, nbytes=None, legacy_identity=None):
         self.name = name
         self.identity = identity
+        self.legacy_identity = legacy_identity  # files by mtime (older lm), or None
         self._opener = opener  # () -> {split: () -> iterator of documents}
         self._splits = None
         self.nbytes = nbytes or {}  # split -> approximate size (progress ETA), where known
@@ -330,13 +332,54 @@ def _field_docs(rows, field: str, where: str):
         raise ValueError(f"{where}: no non-empty {field!r} values")
 
 
-def file_identity(files) -> list:
-    """[path, size, mtime_ns] per file: a file that changes gets a new token store."""
-    out = []
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+HASH_CACHE = "file-sha256.json"  # in the data dir: {path: [size, mtime_ns, sha256]}
+
+
+def file_identity(files, cache_dir: str | None = None) -> list:
+    """[path, size, sha256] per file: a file whose bytes change gets a new token store, one that is
+    only touched or re-copied (same bytes, new mtime) keeps its store and its runs resumable.
+    Hashes are cached in cache_dir/HASH_CACHE by (path, size, mtime), so an unchanged file is
+    read once; the cache is skipped where it cannot be written (a read-only data dir)."""
+    cache_path = os.path.join(cache_dir, HASH_CACHE) if cache_dir else None
+    cache = {}
+    if cache_path:
+        try:
+            with open(cache_path) as f:
+                cache = json.load(f)
+        except (OSError, ValueError):
+            cache = {}
+    out, changed = [], False
     for f in files:
-        st = os.stat(f)
-        out.append([os.path.abspath(f), st.st_size, st.st_mtime_ns])
+        path, st = os.path.abspath(f), os.stat(f)
+        hit = cache.get(path)
+        if hit and hit[:2] == [st.st_size, st.st_mtime_ns]:
+            sha = hit[2]
+        else:
+            sha, changed = sha256_file(path), True
+            cache[path] = [st.st_size, st.st_mtime_ns, sha]
+        out.append([path, st.st_size, sha])
+    if changed and cache_path:
+        from lm.files import atomic_write
+
+        try:
+            atomic_write(cache_path, json.dumps(cache))
+        except OSError:
+            pass
     return out
+
+
+def mtime_identity(files) -> list:
+    """[path, size, mtime_ns] per file: the identity lm used before content hashes, so that a
+    workdir whose tokenizer was saved with it is still recognised."""
+    return [[os.path.abspath(f), st.st_size, st.st_mtime_ns] for f, st in ((f, os.stat(f)) for f in files)]
 
 
 # ----------------------------------------------------------------------------- local files
@@ -415,16 +458,13 @@ def open_files(cfg, strict: bool) -> Source:
         everything = _expand(cfg.path)
         files = {"all": everything}
         opener = lambda: split_streams(lambda: _file_docs(everything, cfg, strict))
-    identity = {"kind": "files", "files": {k: file_identity(v) for k, v in files.items()},
+    identity = {"kind": "files", "files": {k: file_identity(v, data_dir(cfg)) for k, v in files.items()},
                 "text_field": cfg.text_field}
+    legacy = dict(identity, files={k: mtime_identity(v) for k, v in files.items()})
     nbytes = {k: sum(os.path.getsize(f) for f in v) for k, v in files.items()}
     if "all" in nbytes:
         nbytes = {"train": nbytes["all"] * (1 - VALID_FRACTION), "valid": nbytes["all"] * VALID_FRACTION}
-    return Source("files", identity, opener, nbytes)
-
-
-def load_files(cfg, strict: bool) -> dict:
-    return _materialise(open_files(cfg, strict))
+    return Source("files", identity, opener, nbytes, legacy_identity=legacy)
 
 
 # ----------------------------------------------------------------------------- hub datasets
@@ -445,9 +485,11 @@ def open_hf(cfg) -> Source:
     local = os.path.expanduser(cfg.hf_name)
     local = local if os.path.isdir(local) else None
     identity = {"kind": "hf", "name": cfg.hf_name, "config": cfg.hf_config, "text_field": cfg.text_field}
+    legacy = None
     if local:
-        identity["files"] = file_identity(sorted(p for p in glob.glob(os.path.join(local, "**", "*"), recursive=True)
-                                                 if os.path.isfile(p)))
+        files = sorted(p for p in glob.glob(os.path.join(local, "**", "*"), recursive=True) if os.path.isfile(p))
+        legacy = dict(identity, files=mtime_identity(files))
+        identity["files"] = file_identity(files, data_dir(cfg))
 
     def opener():
         hint = (f"data.source=hf (data.hf_name={cfg.hf_name!r}) needs the Hugging Face hub, which is "
@@ -475,11 +517,7 @@ def open_hf(cfg) -> Source:
                 out = split_streams(out["train"])
         return out
 
-    return Source("hf", identity, opener)
-
-
-def load_hf(cfg) -> dict:
-    return _materialise(open_hf(cfg))
+    return Source("hf", identity, opener, legacy_identity=legacy)
 
 
 # ----------------------------------------------------------------------------- named corpora
@@ -600,8 +638,10 @@ def _named(cfg, strict: bool) -> Source:
         return Source.from_docs("tinyshakespeare", identity, lambda: load_tinyshakespeare(cfg, strict))
     if cfg.source == "enwik8":
         path = _locate(cfg, "enwik8", ENWIK8_NAMES, ENWIK8_URL, "enwik8.zip", _enwik8_bytes)
-        identity = {"kind": "enwik8", "file": file_identity([path])}
-        return Source.from_docs("enwik8", identity, lambda: load_enwik8(cfg, strict, path))
+        identity = {"kind": "enwik8", "file": file_identity([path], data_dir(cfg))}
+        src = Source.from_docs("enwik8", identity, lambda: load_enwik8(cfg, strict, path))
+        src.legacy_identity = {"kind": "enwik8", "file": mtime_identity([path])}
+        return src
     root, files = stdlib_files()
     identity = {"kind": "stdlib", "root": root, "files": hashlib.sha256(json.dumps(
         [[rel, os.path.getsize(os.path.join(root, rel))] for rel in files]).encode()).hexdigest()}

@@ -39,6 +39,7 @@ import numpy as np
 from lm.config import ConfigError
 from lm.files import atomic_write
 from lm.data.batches import PackedSplit
+from lm.data.sources import sha256_file
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -60,14 +61,6 @@ def dtype_for(vocab_size: int, forced: str = "auto") -> np.dtype:
     if forced != "auto":
         return np.dtype(forced)
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
-
-
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- build
@@ -165,9 +158,11 @@ def _committed(folder: str, itemsize: int) -> list:
         records.append(rec)
 
 
-def build_split(folder: str, docs, encode, dtype, shard_tokens: int, progress: Progress) -> list:
+def build_split(folder: str, docs, encode, dtype, shard_tokens: int, progress: Progress,
+                on_shard=None) -> list:
     """Tokenizes the documents of one split into shards under `folder`; resumes after the last
-    committed shard. Returns the shard records."""
+    committed shard. Returns the shard records. on_shard(n): called once n shards are committed
+    (tests kill the build there)."""
     os.makedirs(folder, exist_ok=True)
     records = _committed(folder, np.dtype(dtype).itemsize)
     if records and records[-1]["next"] is None:
@@ -188,7 +183,8 @@ def build_split(folder: str, docs, encode, dtype, shard_tokens: int, progress: P
             if writer.n >= shard_tokens:
                 records.append(writer.commit((d, p + 1)))
                 start, docs_before, writer = start + writer.n, docs_before + len(writer.doc_starts), None
-                _crash_hook(len(records))
+                if on_shard is not None:
+                    on_shard(len(records))
     if writer is not None and writer.n:
         records.append(writer.commit(None))
     elif writer is not None:
@@ -200,22 +196,14 @@ def build_split(folder: str, docs, encode, dtype, shard_tokens: int, progress: P
     return records
 
 
-def _crash_hook(shards: int) -> None:
-    """LM_STORE_CRASH_AT_SHARD=N: SIGKILL this process once N shards are committed (tests)."""
-    at = os.environ.get("LM_STORE_CRASH_AT_SHARD")
-    if at and shards >= int(at):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def build(folder: str, source, encode, dtype, identity: dict, *, shard_tokens: int) -> dict:
-    """Builds (or finishes building) the store of `source` in `folder`; writes the manifest last."""
+def build(folder: str, source, encode, dtype, identity: dict, *, shard_tokens: int, on_shard=None) -> dict:
+    """Builds (or finishes building) the store of `source` in `folder`; writes the manifest last.
+    on_shard: see `build_split`."""
     splits = {}
     for split in source.splits:
         progress = Progress(f"{source.name}/{split}", source.nbytes.get(split))
         records = build_split(os.path.join(folder, split), source.docs(split), encode, dtype,
-                              int(shard_tokens), progress)
+                              int(shard_tokens), progress, on_shard)
         tokens = sum(r["tokens"] for r in records)
         if not tokens:
             raise StoreError(f"{source.name}: split {split!r} is empty (no text to tokenize)")
@@ -263,7 +251,7 @@ def verify(folder: str, manifest: dict, full: bool = False) -> None:
         if st.st_size != size:
             raise StoreError(f"token store file {path} has {st.st_size} bytes, its manifest says {size} "
                              f"(truncated or altered); {way_out}")
-        if (full or small or st.st_mtime_ns != mtime) and _sha256_file(path) != sha:
+        if (full or small or st.st_mtime_ns != mtime) and sha256_file(path) != sha:
             raise StoreError(f"token store file {path} fails its sha256 check (altered or corrupt); {way_out}")
 
 
@@ -283,6 +271,9 @@ class StoredSplit(PackedSplit):
         self._starts = np.array([r["start"] for r in shards], np.int64)
         self._docs_before = np.array([r["docs_before"] for r in shards], np.int64)
         self.num_docs = info["docs"]
+        self.fingerprint = hashlib.sha256(json.dumps(
+            [manifest["identity"], manifest["dtype"], split, [r["sha256"] for r in shards]],
+            sort_keys=True).encode()).hexdigest()
         self._setup(info["tokens"], seq_len, document_masking, name or split)
 
     MAX_OPEN = 64  # shard files kept open for reading rows
@@ -305,6 +296,9 @@ class StoredSplit(PackedSplit):
             parts.append(np.frombuffer(data, self._dtype))
             lo, s = end, s + 1
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def span(self, lo: int, hi: int) -> np.ndarray:
+        return self._read(lo, hi).astype(np.int32) if hi > lo else np.zeros(0, np.int32)
 
     def _take(self, idx: np.ndarray, docs: bool) -> tuple:
         # Rows are read with pread, not through the memmap: pages of a mapping count in the

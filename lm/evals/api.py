@@ -17,18 +17,24 @@ rounded up to a power of two capped at the context), so a whole task compiles on
 Context limit (model.max_len = T). loglikelihood: context + continuation is cut from the left
 to T + 1 tokens, as the harness does; with strict=True (the default of the direct API) a
 request that needs cutting is an error instead; a continuation longer than T is always an
-error. generate_until: a prompt longer than T is an error (strict) or cut from the left to
-T - max_gen_toks tokens (the harness's rule; strict=False); generation stops at the context.
+error. generate_until: a prompt longer than T is an error (strict; generation stops at the
+context), or (strict=False, HFLM's rule) any prompt is cut from the left to its last
+T - max_gen_toks tokens, so the answer always has room.
 loglikelihood_rolling cuts the text into the harness's disjoint windows of T tokens (each
 window after the first is predicted from the `context_len` tokens before it).
 
 Model kinds: decoder-only, and encoder-decoder in the prefix-LM convention of training and
 sampling (the encoder reads context[:-1], the decoder starts from context[-1]).
 
-Tokenization follows the harness: context + continuation are encoded whole and the continuation
-is the tail after the context's tokens (so a subword tokenizer sees the join), and trailing
-spaces of the context move to the continuation. An empty context is replaced by one prefix
-token: the tokenizer's EOS, else the last token of "\\n".
+Tokenization follows lm-evaluation-harness's `hf` model (HFLM), so the numbers are the ones a
+paper reports: contexts and documents are encoded with the special tokens the tokenizer's own
+template adds (Llama: a leading BOS), unless the text already starts with the prefix token's
+text; context + continuation are encoded whole and the continuation is the tail after the
+context's tokens (so a subword tokenizer sees the join), and ALL trailing whitespace of the
+context (spaces, newlines) moves to the continuation. An empty context, and the first window
+of a rolling document, start from one prefix token: the tokenizer's BOS when it has one, else
+its EOS, else the last token of "\\n". generate_until stops each row at EOS on the device, cuts
+the text there (special tokens are left out of the text) and at the first stop string.
 """
 
 from __future__ import annotations
@@ -106,7 +112,10 @@ class Evaluator:
         unit = math.lcm(sharding.batch_axis_size(mesh), jax.process_count())
         self.batch_size = max(unit, -(-int(batch_size) // unit) * unit)
         self._score = self._make_score()
+        self.eos_token = _special_id(tokenizer, "eos")
         self.prefix_token = _prefix_token(tokenizer)
+        self._prefix_text = self.decode([self.prefix_token])
+        self._lead, self._trail = _template_specials(tokenizer)
 
     # ------------------------------------------------------------------ construction
 
@@ -130,20 +139,31 @@ class Evaluator:
     # ------------------------------------------------------------------ tokens
 
     def encode(self, text: str) -> list[int]:
+        """The text's own tokens, no special tokens."""
         return [int(i) for i in self.tokenizer.encode(text)]
+
+    def tok_encode(self, text: str) -> list[int]:
+        """As the harness encodes a context or document: with the tokenizer template's special
+        tokens, unless the text already starts with the prefix token's text."""
+        if self._prefix_text and text.startswith(self._prefix_text):
+            return self.encode(text)
+        return self._lead + self.encode(text) + self._trail
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(np.asarray(ids, np.int32))
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """Token ids of (context, continuation), split as the harness splits them."""
-        n_spaces = len(context) - len(context.rstrip(" "))
-        if n_spaces:
-            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-        whole = self.encode(context + continuation)
-        ctx = self.encode(context)
-        if whole[:len(ctx)] != ctx:  # a merge across the join: fall back to separate encodings
-            return ctx or [self.prefix_token], self.encode(continuation)
+        """Token ids of (context, continuation), split as the harness splits them
+        (TemplateLM.loglikelihood and _encode_pair)."""
+        if not context:
+            cont = self.encode(continuation)
+            if cont and cont[0] == self.prefix_token:
+                return cont[:1], cont[1:]
+            return [self.prefix_token], cont
+        n_space = len(context) - len(context.rstrip())
+        if n_space:
+            context, continuation = context[:-n_space], context[-n_space:] + continuation
+        whole, ctx = self.tok_encode(context + continuation), self.tok_encode(context)
         return ctx or [self.prefix_token], whole[len(ctx):]
 
     # ------------------------------------------------------------------ scoring
@@ -228,7 +248,7 @@ class Evaluator:
         """[sum log p(text)] of whole texts, scored in the harness's disjoint windows."""
         windows, owner = [], []
         for k, text in enumerate(texts):
-            ws = rolling_windows(self.encode(text), self.prefix_token, self.max_len, context_len)
+            ws = rolling_windows(self.tok_encode(text), self.prefix_token, self.max_len, context_len)
             windows += ws
             owner += [k] * len(ws)
         totals = [0.0] * len(texts)
@@ -255,34 +275,48 @@ class Evaluator:
                              "until, max_gen_toks, do_sample, temperature, top_k, top_p, seed")
         return tuple(until), max_gen, temperature, top_k, top_p, seed
 
-    def _stop_token(self, until) -> int | None:
-        """A stop string that is one token ends generation on the device (as an EOS id)."""
+    def stop_tokens(self, until) -> list[int]:
+        """The device's stop set, as lm-eval's HFLM: EOS, then each stop string that is one token.
+        (sampling stops on one id: the first; the text is cut at the rest.)"""
+        ids = [self.eos_token] if self.eos_token is not None else []
         for s in until:
-            ids = self.encode(s) if s else []
-            if len(ids) == 1:
-                return ids[0]
-        return getattr(self.tokenizer, "eos_id", None)
+            one = self.encode(s) if s else []
+            if len(one) == 1 and one[0] not in ids:
+                ids.append(one[0])
+        return ids
+
+    def _plan(self, context: str, kwargs: dict, strict: bool):
+        """(prompt ids, stop strings, max_gen, sampling setting) of one generate_until request."""
+        until, max_gen, temperature, top_k, top_p, seed = self._settings(kwargs)
+        ids = self.tok_encode(context) or [self.prefix_token]
+        limit = self.max_len if self.cfg.kind == "decoder" else self.max_len + 1
+        if strict and len(ids) > limit:
+            raise ValueError(f"the prompt has {len(ids)} tokens, more than the model's "
+                             f"context max_len={self.max_len}")
+        if not strict and self.cfg.kind == "decoder":  # the harness keeps max_gen tokens free
+            if max_gen >= self.max_len:
+                raise ValueError(f"max_gen_toks={max_gen} leaves no room for the prompt in the "
+                                 f"model's context max_len={self.max_len} (lm-eval's default is "
+                                 f"256): set max_gen_toks in the task's generation_kwargs")
+            ids = ids[-(self.max_len - max_gen):]
+        elif not strict:
+            ids = ids[-limit:]
+        sampling.check_request(self.model, np.asarray(ids), max_new_tokens=0,
+                               temperature=temperature, top_k=top_k, top_p=top_p)
+        if self.eos_token is not None:  # HFLM's stop strings include EOS's own text
+            eos_text = self.decode([self.eos_token])
+            until = until + ((eos_text,) if eos_text and eos_text not in until else ())
+        return ids, until, max_gen, (temperature, top_k, top_p, seed)
 
     def generate_until(self, requests: Sequence[tuple[str, dict]], *, strict: bool = True) -> list[str]:
-        """Greedy (or sampled) continuations of each context, cut before the first stop string.
-        Sampling is seeded: a batch of requests draws with seed + 7919 * its index, so rows of
-        different batches do not share their random numbers."""
-        plans = []
-        for context, kwargs in requests:
-            until, max_gen, temperature, top_k, top_p, seed = self._settings(kwargs)
-            ids = self.encode(context) or [self.prefix_token]
-            limit = self.max_len if self.cfg.kind == "decoder" else self.max_len + 1
-            if len(ids) > limit:
-                if strict:
-                    raise ValueError(f"the prompt has {len(ids)} tokens, more than the model's "
-                                     f"context max_len={self.max_len}")
-                ids = ids[-max(1, self.max_len - max_gen):]
-            sampling.check_request(self.model, np.asarray(ids), max_new_tokens=0,
-                                   temperature=temperature, top_k=top_k, top_p=top_p)
-            plans.append((ids, until, max_gen, (temperature, top_k, top_p, seed)))
+        """Greedy (or sampled) continuations of each context, cut at EOS and before the first stop
+        string. Sampling is seeded: a batch of requests draws with seed + 7919 * its index, so
+        rows of different batches do not share their random numbers."""
+        plans = [self._plan(context, kwargs, strict) for context, kwargs in requests]
         groups: dict = {}
         for i, (ids, until, max_gen, setting) in enumerate(plans):
-            groups.setdefault((len(ids), max_gen, self._stop_token(until), setting), []).append(i)
+            stop = (self.stop_tokens(until) or [None])[0]
+            groups.setdefault((len(ids), max_gen, stop, setting), []).append(i)
         out = [""] * len(plans)
         B = self.batch_size
         for (_, max_gen, stop, (temperature, top_k, top_p, seed)), members in groups.items():
@@ -294,16 +328,56 @@ class Evaluator:
                                            temperature=temperature, top_k=top_k, top_p=top_p,
                                            seed=seed + 7919 * (start // B), eos_id=stop)  # batches draw apart
                 for j, i in enumerate(chunk):
-                    text = self.decode(g.tokens[j, :g.lengths[j]])
-                    out[i] = _cut(text, plans[i][1])
+                    new = [int(t) for t in g.tokens[j, :g.lengths[j]]]
+                    if self.eos_token in new:  # the device stopped at another stop token
+                        new = new[:new.index(self.eos_token)]
+                    out[i] = _cut(self._decode_text(new), plans[i][1])
         return out
+
+    def _decode_text(self, ids) -> str:
+        """Generated text as HFLM decodes it: special tokens (BOS, EOS, pad) left out."""
+        backend = getattr(self.tokenizer, "tok", None)
+        if backend is not None and hasattr(backend, "decode"):
+            return backend.decode([int(i) for i in ids], skip_special_tokens=True)
+        return self.decode(ids)
+
+
+def _special_id(tokenizer, kind: str) -> int | None:
+    """The tokenizer's BOS or EOS id (kind "bos" / "eos"): its own attribute, else the
+    Hugging Face tokenizer_config.json entry (lm.hf tokenizers keep it), else None."""
+    own = getattr(tokenizer, f"{kind}_id", None)
+    if own is not None and int(own) >= 0:
+        return int(own)
+    name = (getattr(tokenizer, "config", None) or {}).get(f"{kind}_token")
+    name = name.get("content") if isinstance(name, dict) else name
+    backend = getattr(tokenizer, "tok", None)
+    if not name or backend is None or not hasattr(backend, "token_to_id"):
+        return None
+    found = backend.token_to_id(name)
+    return None if found is None else int(found)
+
+
+def _template_specials(tokenizer) -> tuple[list[int], list[int]]:
+    """The special ids a Hugging Face tokenizer's template puts before / after every text
+    (Llama 2: [BOS], []; GPT-2, Qwen: [], []); none for lm's own tokenizers."""
+    backend = getattr(tokenizer, "tok", None)
+    if backend is None or not hasattr(backend, "encode"):
+        return [], []
+    plain = backend.encode("a", add_special_tokens=False).ids
+    full = backend.encode("a", add_special_tokens=True).ids
+    for k in range(len(full) - len(plain) + 1):
+        if full[k:k + len(plain)] == plain:
+            return list(full[:k]), list(full[k + len(plain):])
+    return [], []
 
 
 def _prefix_token(tokenizer) -> int:
-    """What an empty context starts from: EOS, else the newline token, else id 0."""
-    eos = getattr(tokenizer, "eos_id", None)
-    if eos is not None:
-        return int(eos)
+    """What an empty context and a rolling document start from (HFLM's prefix_token_id): BOS,
+    else EOS, else the newline token, else id 0."""
+    for kind in ("bos", "eos"):
+        found = _special_id(tokenizer, kind)
+        if found is not None:
+            return found
     try:
         newline = tokenizer.encode("\n")
     except ValueError:  # a character vocabulary without a newline
@@ -312,7 +386,8 @@ def _prefix_token(tokenizer) -> int:
 
 
 def _cut(text: str, until) -> str:
+    """The text before the first occurrence of each stop string, in turn (HFLM's rule)."""
     for s in until:
-        if s and s in text:
-            text = text[:text.index(s)]
+        if s:
+            text = text.split(s)[0]
     return text

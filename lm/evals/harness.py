@@ -21,9 +21,11 @@ from __future__ import annotations
 import functools
 import glob
 import os
+import re
 import sys
 
 NAME = "lm"
+HFLM_MAX_GEN_TOKS = 256  # lm-eval's hf model's default max_gen_toks
 _GEN_KEYS = ("until", "max_gen_toks", "do_sample", "temperature", "top_k", "top_p", "seed")
 
 
@@ -69,10 +71,13 @@ def model_class():
             return self.ev.loglikelihood_rolling([r.args[0] for r in requests])
 
         def generate_until(self, requests, disable_tqdm: bool = False):
+            from lm_eval.models.utils import normalize_gen_kwargs
+
             reqs = []
-            for r in requests:
+            for r in requests:  # HFLM's reading of the settings (max_gen_toks aliases, default 256)
                 context, kwargs = r.args
-                reqs.append((context, {k: v for k, v in dict(kwargs or {}).items() if k in _GEN_KEYS}))
+                kwargs = normalize_gen_kwargs(dict(kwargs or {}), HFLM_MAX_GEN_TOKS)
+                reqs.append((context, {k: v for k, v in kwargs.items() if k in _GEN_KEYS}))
             return self.ev.generate_until(reqs, strict=False)
 
         @property
@@ -92,14 +97,36 @@ def register() -> type:
     return cls
 
 
+def _task_yamls(include_path: str):
+    """(path, parsed config or the parse error) of each YAML under include_path."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    for path in sorted(glob.glob(os.path.join(include_path, "**", "*.yaml"), recursive=True)):
+        try:
+            yield path, load_yaml(path, resolve_func=False)
+        except Exception as e:  # noqa: BLE001 -- yaml's many error types; reported, not raised
+            yield path, e
+
+
+def unknown_task_error(include_path: str | None, unknown) -> ValueError:
+    """Why tasks were not found: a YAML that names one and does not parse, else not there."""
+    for path, cfg in (_task_yamls(include_path) if include_path else ()):
+        if isinstance(cfg, Exception):
+            with open(path, errors="replace") as f:
+                named = [n for n in unknown if re.search(rf"^task:\s*['\"]?{re.escape(n)}\b", f.read(), re.M)]
+            if named:
+                first = str(cfg).strip().splitlines()
+                return ValueError(f"harness task {named[0]!r}: {path} is not valid YAML "
+                                  f"({' '.join(first[:3])}); fix the file")
+    where = f" (not in the harness or {include_path})" if include_path else " (local tasks need --include_path)"
+    return ValueError(f"unknown harness task(s) {unknown}{where}")
+
+
 def check_local_task(include_path: str | None, names) -> None:
     """A clear error for a task YAML (under include_path) whose local data file is missing."""
     if not include_path:
         return
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    for path in sorted(glob.glob(os.path.join(include_path, "**", "*.yaml"), recursive=True)):
-        cfg = load_yaml(path, resolve_func=False)
+    for path, cfg in _task_yamls(include_path):
         if not isinstance(cfg, dict) or cfg.get("task") not in names:
             continue
         files = (cfg.get("dataset_kwargs") or {}).get("data_files") or {}
@@ -111,9 +138,25 @@ def check_local_task(include_path: str | None, names) -> None:
                                             f"{os.getcwd()})")
 
 
+def fewshot_error(manager, names, num_fewshot: int) -> ValueError:
+    """lm-eval's "Sample larger than population", said with the number of documents there are."""
+    counts = {}
+    for name, task in manager.load(names)["tasks"].items():
+        own_split = not (task.has_training_docs() or task.has_validation_docs()) and \
+            getattr(task.config, "fewshot_split", None) in (None, task.config.test_split)
+        counts[name] = len(list(task.fewshot_docs())) - int(own_split)  # never a doc's own example
+    short = {n: c for n, c in counts.items() if c < num_fewshot}
+    return ValueError(f"--num_fewshot={num_fewshot}: too few documents to draw the examples from: "
+                      + ", ".join(f"{n!r} has {c}" for n, c in (short or counts).items())
+                      + f"; use --num_fewshot<={min((short or counts).values())}")
+
+
 def run(workdir: str | None, tasks, *, step: int | None = None, include_path: str | None = None,
-        num_fewshot: int = 0, limit: int | None = None, evaluator=None) -> dict:
-    """Harness tasks on a workdir (or an Evaluator): the harness's per-task results dict."""
+        num_fewshot: int = 0, limit: int | None = None, evaluator=None, full: bool = False,
+        output_path: str | None = None) -> dict:
+    """Harness tasks on a workdir (or an Evaluator): the harness's per-task results dict (with
+    full=True simple_evaluate's whole output, what lm_eval's `make_table` reads). output_path:
+    lm_eval's own tracker writes its results_<timestamp>.json there (under the model's name)."""
     _lm_eval()
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local YAML + local files: no network
     import lm_eval
@@ -127,16 +170,27 @@ def run(workdir: str | None, tasks, *, step: int | None = None, include_path: st
     manager = TaskManager(include_path=include_path)
     unknown = [n for n in names if not manager.match_tasks([n])]
     if unknown:
-        raise ValueError(f"unknown harness task(s) {unknown}"
-                         + (f" (not in the harness or {include_path})" if include_path else
-                            " (local tasks need --include_path)"))
+        raise unknown_task_error(include_path, unknown)
     check_local_task(include_path, names)
     cls = register()
     model = cls(evaluator=evaluator) if evaluator is not None else cls(workdir=workdir, checkpoint=step)
-    out = lm_eval.simple_evaluate(model=model, tasks=names, num_fewshot=num_fewshot or None,
-                                  limit=limit, task_manager=manager, log_samples=False,
-                                  bootstrap_iters=0, verbosity="ERROR")
-    return out["results"]
+    tracker = None
+    if output_path:
+        from lm_eval.loggers import EvaluationTracker
+
+        tracker = EvaluationTracker(output_path=output_path)
+    try:
+        out = lm_eval.simple_evaluate(model=model, tasks=names, num_fewshot=num_fewshot or None,
+                                      limit=limit, task_manager=manager, log_samples=False,
+                                      bootstrap_iters=0, verbosity="ERROR",
+                                      evaluation_tracker=tracker, model_args=f"workdir={workdir}")
+    except ValueError as e:
+        if "larger than population" in str(e):
+            raise fewshot_error(manager, names, num_fewshot) from None
+        raise
+    if tracker is not None:
+        tracker.save_results_aggregated(results=out, samples=None)
+    return out if full else out["results"]
 
 
 def main(argv=None) -> None:

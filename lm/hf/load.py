@@ -34,9 +34,13 @@ def read_config(directory: str) -> dict:
         raise FileNotFoundError(f"{directory}: no config.json, so not a Hugging Face model directory")
     try:
         with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
+            hf = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(hf, dict):
+        raise ValueError(f"{path}: a {type(hf).__name__}, not a JSON object of model settings "
+                         "(is it a Hugging Face model's config.json?)")
+    return hf
 
 
 def pretrained_config(directory: str, max_len: int | None = None, **overrides):
@@ -141,7 +145,7 @@ def load_params(directory: str, family: str, cfg: ModelConfig, shardings=None):
         groups.setdefault(path, []).append((entry, names))
     params: dict = {}
     for path, group in groups.items():
-        arrays = [e.to_lm(*[np.asarray(store.read(n), np.float32) for n in names]) for e, names in group]
+        arrays = [e.to_lm(*[_finite(store, n) for n in names]) for e, names in group]
         full = np.stack(arrays) if cfg.scan_layers and _scanned(group[0][0].path)[1] is not None \
             else arrays[0]
         del arrays
@@ -156,6 +160,17 @@ def load_params(directory: str, family: str, cfg: ModelConfig, shardings=None):
         node[path[-1]] = leaf
         del full
     return params
+
+
+def _finite(store: SafetensorsDir, name: str) -> np.ndarray:
+    """A tensor as float32; NaN/Inf weights are refused here (they would make every later
+    command call the imported checkpoint damaged)."""
+    array = np.asarray(store.read(name), np.float32)
+    bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise CheckpointError(f"{store.path_of(name)}: tensor {name!r} holds {bad} NaN/Inf values "
+                              f"of {array.size}; refusing to import non-finite weights")
+    return array
 
 
 def export_tensors(params, family: str, cfg: ModelConfig):

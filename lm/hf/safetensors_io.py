@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 
 import ml_dtypes
@@ -42,8 +43,35 @@ def _header(path: str) -> tuple[dict, int]:
             header = json.loads(f.read(size))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise CheckpointError(f"{path}: not a safetensors file (bad JSON header)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors file (its header is not a JSON object)")
     header.pop("__metadata__", None)
     return header, 8 + size
+
+
+def _weight_map(index: str) -> dict:
+    try:
+        with open(index) as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{index}: not valid JSON ({e})") from None
+    weight_map = value.get("weight_map") if isinstance(value, dict) else None
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index}: no \"weight_map\" object of tensor name -> file")
+    return weight_map
+
+
+def _check_length(path: str, header: dict, start: int) -> None:
+    """A file shorter than its header says (an interrupted download) is named at open time."""
+    try:
+        ends = [int(info["data_offsets"][1]) for info in header.values()]
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise CheckpointError(f"{path}: not a safetensors file (a header entry without "
+                              "data_offsets)") from None
+    need, have = start + max(ends, default=0), os.path.getsize(path)
+    if have < need:
+        raise CheckpointError(f"{path}: truncated ({have} bytes, its header says {need}); "
+                              "download or copy it again")
 
 
 class SafetensorsDir:
@@ -57,8 +85,7 @@ class SafetensorsDir:
         self.directory = directory
         index = os.path.join(directory, INDEX)
         if os.path.exists(index):
-            with open(index) as f:
-                weight_map = json.load(f).get("weight_map", {})
+            weight_map = _weight_map(index)
             files = sorted(set(weight_map.values()))
             missing = [n for n in files if not os.path.exists(os.path.join(directory, n))]
             if missing:
@@ -75,8 +102,12 @@ class SafetensorsDir:
         for name in files:
             path = os.path.join(directory, name)
             header, start = _header(path)
+            _check_length(path, header, start)
             for key, info in header.items():
                 self._entries[key] = (path, info, start)
+
+    def path_of(self, name: str) -> str:
+        return self._info(name)[0]
 
     @property
     def names(self) -> list[str]:
@@ -118,5 +149,12 @@ def save_file(tensors: dict, path: str, metadata: dict | None = None) -> None:
     """Writes {name: numpy array} as one safetensors file (the library's writer)."""
     from safetensors.numpy import save_file as _save
 
-    _save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path,
-          metadata=metadata or {"format": "pt"})
+    try:
+        _save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path,
+              metadata=metadata or {"format": "pt"})
+    except Exception as e:  # SafetensorError is no OSError: give the file and the OS's reason
+        m = re.search(r"\(os error (\d+)\)", str(e))
+        if m is None:
+            raise
+        code = int(m.group(1))
+        raise OSError(code, os.strerror(code), path) from None
