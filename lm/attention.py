@@ -135,9 +135,7 @@ class Kernel:
 
     name: ClassVar[str] = ""
     non_negative: ClassVar[bool] = True  # K >= 0, so the smoother is a weighted average
-    symmetric: ClassVar[bool] = True  # K(q, k) = K(k, q)
     shift_invariant: ClassVar[bool] = False  # K depends on q - k only
-    positive_definite: ClassVar[bool] = True  # Gram matrices are PSD (a Mercer kernel)
     feature_map: ClassVar[bool] = False  # finite phi with K = phi(q).phi(k): O(T) smoother
     randomized: ClassVar[bool] = False  # a random approximation of another kernel
     normalized_by_softmax: ClassVar[bool] = False  # logit family: K = exp(score)

@@ -1,6 +1,6 @@
 """Transformer layers: embeddings (token, learned, rotary), norms, MLPs, mixture of experts, block.
 
-Shapes use the dimension letters of DESIGN.md: B batch, T length, D d_model, F mlp, V vocab,
+Shapes use the dimension letters of docs/DESIGN.md: B batch, T length, D d_model, F mlp, V vocab,
 X experts, C expert capacity. Parameters are float32 with logical axis names; computation runs
 in cfg.dtype.
 """

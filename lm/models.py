@@ -1,7 +1,10 @@
 """Language models: decoder-only (GPT, Alg 10) and encoder-decoder (T5/BART-style, Alg 8).
 
-Both are Flax Linen modules used functionally (`init` / `apply`); see the contract for the call
-signatures. Layer stacks either loop over layers or run under `nn.scan` (cfg.scan_layers; the
+Both are Flax Linen modules used functionally (`init` / `apply`):
+    DecoderLM:        apply({"params": p}, tokens [B,T], segment_ids=None) -> logits [B,T,V]
+    EncoderDecoderLM: apply({"params": p}, src [B,S], tgt [B,T], src_segment_ids=None,
+                            tgt_segment_ids=None) -> logits [B,T,V]
+(deterministic=False turns dropout on, decode=True the KV cache of lm.sampling). Layer stacks either loop over layers or run under `nn.scan` (cfg.scan_layers; the
 stacked parameters get the logical axis 'layers'), each layer optionally rematerialised
 (cfg.remat: none | full | dots). Both switches leave the numbers unchanged.
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from lm import attention as A
-from lm import fast_attention, precision, sharding, trainer
+from lm import fast_attention, precision, runs, sharding, trainer
+from lm import workdir as workdir_files
 from lm.config import ConfigError, ModelConfig, base_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +42,7 @@ def small_config(mesh=None, data=None, **model):
 
 
 def lower_train_step(platform, config):
-    run = trainer.setup(config)
+    run = runs.setup(config)
     step = trainer.make_train_step(run)
     bs = sharding.batch_sharding(run.mesh)
     batch = {k: jax.ShapeDtypeStruct((B, T), jnp.float32 if k == "weights" else jnp.int32,
@@ -98,7 +99,7 @@ def test_encoder_decoder_lowers_for_tpu(monkeypatch):
     config = small_config(data={"document_masking": True}, kind="encoder_decoder", num_layers=1,
                           max_len=2 * T, dtype="auto")
     config.train.objective = "prefix_lm"
-    run = trainer.setup(config)
+    run = runs.setup(config)
     step = trainer.make_train_step(run)
     batch = {k: jax.ShapeDtypeStruct((B, 2 * T), jnp.float32 if k == "weights" else jnp.int32,
                                      sharding=sharding.batch_sharding(run.mesh))
@@ -182,7 +183,7 @@ def test_remat_dots_saves_no_attention_scores(capsys):
 def test_d_model_not_dividing_fsdp_is_a_named_error():
     config = small_config(mesh=dict(data=1, fsdp=8, tensor=1), d_model=100, dtype="float32")
     with pytest.raises(ConfigError, match=r"parameter .* \(embed, size 100\) .*fsdp"):
-        trainer.setup(config)
+        runs.setup(config)
 
 
 def _free_port():
@@ -213,7 +214,7 @@ def test_tensor_parallel_across_two_processes_matches_one(tmp_path):
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert "step 6: valid loss" in outs[1][0] and "valid loss" not in outs[2][0]
-    ref, got = trainer.read_metrics(tmp_path / "one"), trainer.read_metrics(tmp_path / "two")
+    ref, got = workdir_files.read_metrics(tmp_path / "one"), workdir_files.read_metrics(tmp_path / "two")
     assert [r["step"] for r in got] == [r["step"] for r in ref] == [2, 4, 6]
     np.testing.assert_allclose([r["loss"] for r in got], [r["loss"] for r in ref], rtol=1e-5)
     np.testing.assert_allclose(got[-1]["eval_loss"], ref[-1]["eval_loss"], rtol=1e-5)
@@ -235,7 +236,7 @@ def test_url_workdir_mirrors_small_files_and_checkpoints_at_the_url(tmp_path, mo
     files = {str(p.relative_to(bucket)) for p in __import__("pathlib").Path(bucket).rglob("*")}
     assert {"config.json", "metrics.jsonl", "summary.json", "checkpoints"} <= files
     assert any(f.startswith("tokenizer/") for f in files) and any(f.startswith("checkpoints/4") for f in files)
-    assert [r["step"] for r in trainer.read_metrics(bucket)] == [2, 4]
+    assert [r["step"] for r in workdir_files.read_metrics(bucket)] == [2, 4]
     monkeypatch.setenv("LM_WORKDIR_CACHE", str(tmp_path / "other_machine"))
-    _, _, params, _ = trainer.load_workdir(bucket)
+    _, _, params, _ = runs.load_workdir(bucket)
     assert jax.tree.leaves(params)[0].shape[-1] == 32

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from lm import sharding, trainer
-from lm.config import ConfigError
+from lm import runs, sharding, trainer
+from lm.config import ConfigError, model_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,23 +55,23 @@ def test_cpu_batch_axis_shrinks_to_divide_the_batch():
 
 def test_divisibility_errors_name_the_problem():
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-    cfg = trainer.model_config(tiny_config(model__num_heads=2))
+    cfg = model_config(tiny_config(model__num_heads=2))
     sharding.check_divisible(cfg, 8, 1, mesh)
     with pytest.raises(ConfigError, match=r"batch_size=6 .* data\*fsdp=4"):
         sharding.check_divisible(cfg, 6, 1, mesh)
     with pytest.raises(ConfigError, match="micro-batch 2"):
         sharding.check_divisible(cfg, 8, 4, mesh)
-    odd = trainer.model_config(tiny_config(model__num_heads=1))
+    odd = model_config(tiny_config(model__num_heads=1))
     with pytest.raises(ConfigError, match="num_heads=1 is not divisible by mesh.tensor=2"):
         sharding.check_divisible(odd, 8, 1, mesh)
     # setup refuses before compiling anything
     with pytest.raises(ConfigError, match="num_heads"):
-        trainer.setup(tiny_config(model__num_heads=1, mesh__data=2, mesh__fsdp=2, mesh__tensor=2))
+        runs.setup(tiny_config(model__num_heads=1, mesh__data=2, mesh__fsdp=2, mesh__tensor=2))
 
 
 def _losses(config, batches):
-    run = trainer.setup(config)
-    state = trainer.init_state(run)
+    run = runs.setup(config)
+    state = runs.init_state(run)
     step = trainer.make_train_step(run)
     losses = []
     with sharding.activate(run.mesh):
@@ -83,7 +83,7 @@ def _losses(config, batches):
 
 def test_sharded_training_matches_one_device_and_fsdp_splits_state():
     base = tiny_config()
-    it = trainer.setup(base, mesh=sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})).dataset \
+    it = runs.setup(base, mesh=sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})).dataset \
         .train_iterator(8, seed=0)
     batches = [next(it) for _ in range(3)]
     one = tiny_config(mesh__data=1, mesh__fsdp=1, mesh__tensor=1)
@@ -101,7 +101,7 @@ def test_sharded_training_matches_one_device_and_fsdp_splits_state():
     # On an fsdp=8 mesh every parameter with an `embed` axis is split 8 ways, and Adam's
     # moments with it: per-device bytes ~ total / fsdp.
     fsdp_mesh = sharding.make_mesh({"data": 1, "fsdp": 8, "tensor": 1})
-    run = trainer.setup(tiny_config(mesh__data=1, mesh__fsdp=8, mesh__tensor=1), mesh=fsdp_mesh)
+    run = runs.setup(tiny_config(mesh__data=1, mesh__fsdp=8, mesh__tensor=1), mesh=fsdp_mesh)
     params = jax.device_put(state8["params"], run.param_shardings)
     opt = jax.device_put(state8["opt_state"], run.state_shardings["opt_state"])
     total = sum(x.nbytes for x in jax.tree.leaves(params))
