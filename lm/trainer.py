@@ -262,13 +262,14 @@ def train(config, workdir: str, *, progress: bool = True, hooks: Hooks | None = 
     train_step, evaluate = make_train_step(run), make_evaluate(run)  # evaluate checks evals.*
     # The guard: workdir lock, SIGTERM/SIGINT -> checkpoint at the next step, NaN/Inf stop.
     with guard_lib.Guard(workdir, lock=main) as guard:
-        if main:
-            atomic_write(os.path.join(workdir, "config.json"),
-                         json.dumps(run.config.to_dict(), indent=2, default=str) + "\n")
-            workdir_files.write_data_location(workdir, run.config.data)
         ckpts = ckpt_lib.Checkpoints(mirror.url if mirror else workdir, keep=run.config.train.keep_checkpoints)
         try:
             state, train_it, start = _start(run, ckpts, guard, main)
+            if main:  # after a restore that matched (a refused one keeps the old config.json),
+                # before the first save (each save keeps a copy of it)
+                atomic_write(os.path.join(workdir, "config.json"),
+                             json.dumps(run.config.to_dict(), indent=2, default=str) + "\n")
+                workdir_files.write_data_location(workdir, run.config.data)
             reporter = Reporter(run, workdir, start, main=main, progress=progress)
             try:
                 state, final, compile_time = _loop(
@@ -293,7 +294,7 @@ def _start(run: Run, ckpts, guard, main: bool):
         run.config.train.batch_size, seed=run.config.seed, **sharding.feed_slice(run.mesh))
     if ckpts.latest_step() is None and not ckpt_lib.step_dirs(ckpts.directory):
         return init_state(run, pretrained.initial_params(run)), train_it, 0
-    state, data_state = ckpts.restore(run.abstract_state)  # the newest good one
+    state, data_state = ckpts.restore(run.abstract_state, config=run.config.to_dict())  # newest good
     ckpts.quarantine(ckpts.bad_steps if main else [])
     train_it.restore(data_state)
     start = int(jax.device_get(state["step"]))

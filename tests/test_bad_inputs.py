@@ -566,7 +566,7 @@ def test_config_that_does_not_match_the_checkpoints_is_named_not_called_damaged(
     wd = str(tmp_path / "wd")
     shutil.copytree(trained, wd)
     ckpts = os.path.join(wd, "checkpoints")
-    before = snapshot(ckpts)
+    before, config_before = snapshot(ckpts), open(os.path.join(wd, "config.json")).read()
     code, _, err = lm_main("train", f"--config={_write_exp(tmp_path)}", "--config.train.optimizer=muon",
                            "--config.train.steps=6", f"--workdir={wd}", "--noprogress")
     lines = err.strip().splitlines()
@@ -575,6 +575,7 @@ def test_config_that_does_not_match_the_checkpoints_is_named_not_called_damaged(
     assert "train.optimizer: checkpoint 'adamw' vs config 'muon'" in lines[0]
     assert "damaged" not in err and not os.path.exists(os.path.join(wd, "corrupt_checkpoints"))
     assert snapshot(ckpts) == before
+    assert open(os.path.join(wd, "config.json")).read() == config_before  # the refused config is not kept
 
     with open(os.path.join(trained, "config.json")) as f:
         edited = json.load(f)
