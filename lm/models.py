@@ -21,12 +21,14 @@ import jax.numpy as jnp
 
 from lm.attention import param
 from lm.config import ConfigError, ModelConfig
-from lm.precision import dense
+from lm.precision import MATMUL, dense
 from lm.layers import RESIDUAL, Block, Dropout, Embed, LayerNorm, PositionEmbed
 
-# 'dots' saves matmul outputs without batch dims (the projections), never the [.., T, T]
-# attention scores, which are batched dots (checkpoint_dots would keep them: O(T^2) memory).
-REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims}
+# 'dots' saves the weight matmuls' outputs (lm.precision.dense tags them MATMUL: in bf16 they
+# are a custom_vjp no dot-matching policy sees into), never the [.., T, T] attention scores.
+REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.save_from_both_policies(
+    jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    jax.checkpoint_policies.save_only_these_names(MATMUL))}
 
 
 def _block_class(cfg: ModelConfig):

@@ -12,6 +12,10 @@ pass. Plain autodiff would not give that: the cotangent of an f32 result is f32,
 mixed f32 x bf16 dot is promoted to f32 x f32 on GPU (the two LM-head backward matmuls
 were). `dense`'s weight gradient is float32 out of the dot, so its reduction across the
 batch shards (data / fsdp) is float32 too.
+
+Every `dense` output is tagged `MATMUL` (jax.ad_checkpoint.checkpoint_name): the bf16 path is
+a custom_vjp, one opaque primitive to a remat policy, so `remat='dots'` saves by this name
+(a dot-matching policy would see no dot and recompute every projection).
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from jax.ad_checkpoint import checkpoint_name
+
+MATMUL = "matmul"  # the checkpoint name of every weight matmul's output (remat='dots' saves it)
 
 def resolve_dtype(name: str, platform: str | None = None) -> str:
     """'auto' -> 'bfloat16' on gpu / tpu, 'float32' on cpu; other names unchanged."""
@@ -51,8 +58,9 @@ def dense(spec: str, x, w, dt, out_dtype=None):
     """
     out_dtype = out_dtype or dt
     if jnp.dtype(dt) == jnp.float32:
-        return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32)
-    return _dense(spec, jnp.dtype(dt), jnp.dtype(out_dtype), x.astype(dt), w)
+        return checkpoint_name(jnp.einsum(spec, x, w, preferred_element_type=jnp.float32), MATMUL)
+    return checkpoint_name(_dense(spec, jnp.dtype(dt), jnp.dtype(out_dtype), x.astype(dt), w),
+                           MATMUL)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))

@@ -239,3 +239,33 @@ def test_url_workdir_mirrors_small_files_and_checkpoints_at_the_url(tmp_path, mo
     monkeypatch.setenv("LM_WORKDIR_CACHE", str(tmp_path / "other_machine"))
     _, _, params, _ = trainer.load_workdir(bucket)
     assert jax.tree.leaves(params)[0].shape[-1] == 32
+
+
+def _grad_text_and_residuals(remat, capsys):
+    from lm.models import build_model
+    cfg = ModelConfig(d_model=32, num_heads=2, num_layers=1, max_len=32, vocab_size=16,
+                      remat=remat, dtype="bfloat16", attention_impl="einsum")
+    model = build_model(cfg)
+    tokens = jnp.zeros((2, 32), jnp.int32)
+    params = model.init(jax.random.PRNGKey(0), tokens)["params"]
+    loss = lambda p: jnp.sum(model.apply({"params": p}, tokens))  # noqa: E731
+    text = jax.jit(jax.grad(loss)).lower(params).as_text()
+    jax.ad_checkpoint.print_saved_residuals(loss, params)
+    saved = capsys.readouterr().out.splitlines()
+    weight_dots = sum(1 for line in text.splitlines()
+                      if "dot_general" in line and "batching_dims" not in line)
+    return weight_dots, saved
+
+
+def test_remat_policies_differ_in_bf16(capsys):
+    """bf16 matmuls are a custom_vjp: 'dots' must still save their outputs (by name), so it
+    recomputes no weight matmul ('none' does the same count), while 'full' recomputes the
+    forward projections of the layer (qkv, out, mlp in; the last one's output is not needed)."""
+    counts, saved = {}, {}
+    for remat in ("none", "dots", "full"):
+        counts[remat], saved[remat] = _grad_text_and_residuals(remat, capsys)
+    assert counts["dots"] == counts["none"], counts
+    assert counts["full"] >= counts["none"] + 3, counts
+    named = [s for s in saved["dots"] if "checkpoint_name" in s or "name=matmul" in s]
+    assert len(named) >= 4, saved["dots"]
+    assert len(saved["full"]) < len(saved["dots"]), (saved["full"], saved["dots"])

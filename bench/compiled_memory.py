@@ -1,0 +1,102 @@
+"""Per-device memory of the real train step from a deviceless TPU compile: no accelerator needed.
+
+    python -m bench.compiled_memory [--models=124m,350m,1b] [--topology=v5p:1x1x1]
+        [--out=bench/results/compiled_memory.jsonl]
+
+The trainer's jitted step (lm.trainer.make_train_step) for bench.gpu's shapes (context 2048,
+bf16, attention_impl=auto -> splash) is compiled by XLA for a TPU topology that exists only as
+a description (jax.experimental.topologies; needs the libtpu wheel, no TPU), and XLA's
+memory_analysis gives, per device: arguments (params + optimizer state + batch), outputs
+(aliased with the donated arguments), temporaries (activations saved for the backward pass,
+logits, gradients). The peak is arguments + outputs - aliased + temporaries. A TPU and a GPU
+compiler lay out buffers differently, so read it as an estimate of what one 80 GB GPU needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+
+GIB = 2**30
+
+
+def topology_devices(topology: str = "v5p:1x1x1"):
+    """The devices of a TPU topology described, not attached (libtpu's compiler only)."""
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")  # single-host description
+    from jax.experimental import topologies
+    return list(topologies.get_topology_desc(topology, "tpu").devices)
+
+
+@contextlib.contextmanager
+def as_platform(platform: str):
+    """dtype='auto' and attention_impl='auto' resolve as on `platform` (they ask the backend)."""
+    import jax
+    saved = jax.default_backend
+    jax.default_backend = lambda: platform
+    try:
+        yield
+    finally:
+        jax.default_backend = saved
+
+
+def step_memory(config, devices, platform: str = "tpu") -> dict:
+    """Compile the train step of `config` over `devices` and return XLA's per-device bytes."""
+    import jax
+    import jax.numpy as jnp
+    from lm import sharding, trainer
+    with as_platform(platform):
+        mesh = sharding.make_mesh(config.mesh, devices)
+        run = trainer.setup(config, mesh=mesh)
+        step = trainer.make_train_step(run)
+        b, t = int(config.train.batch_size), int(run.seq_len)
+        bs = sharding.batch_sharding(run.mesh)
+        batch = {k: jax.ShapeDtypeStruct((b, t), jnp.float32 if k == "weights" else jnp.int32,
+                                         sharding=bs)
+                 for k in ("inputs", "targets", "weights", "segment_ids")}
+        t0 = time.perf_counter()
+        with sharding.activate(run.mesh):
+            compiled = step.trace(run.abstract_state, batch).lower().compile()
+        seconds = time.perf_counter() - t0
+    ma = compiled.memory_analysis()
+    out = {k: int(getattr(ma, f"{k}_size_in_bytes")) for k in ("argument", "output", "alias", "temp")}
+    out["peak"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
+    out["compile_s"] = round(seconds, 1)
+    return out
+
+
+def main(argv) -> int:
+    import argparse
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="124m,350m,1b")
+    p.add_argument("--topology", default="v5p:1x1x1")
+    p.add_argument("--label", default="", help="stored with each line (e.g. before / after)")
+    p.add_argument("--out", default="bench/results/compiled_memory.jsonl")
+    args = p.parse_args(argv)
+    from bench import gpu
+    try:
+        devices = topology_devices(args.topology)
+    except Exception as e:  # no libtpu wheel: nothing to compile with
+        print(f"compiled_memory: no TPU compiler ({type(e).__name__}: {str(e)[:200]}); "
+              "install the libtpu wheel (pip install libtpu) and rerun", file=sys.stderr)
+        return 2
+    for name in args.models.split(","):
+        config = gpu.gpt_config(name)
+        mem = step_memory(config, devices)
+        shape = gpu.PLANS[name]
+        rec = {"model": name, "topology": args.topology, "label": args.label,
+               "batch_size": shape["batch_size"], "context": gpu.CONTEXT, "remat": shape["remat"],
+               **{f"{k}_gib": round(v / GIB, 2) for k, v in mem.items() if k != "compile_s"},
+               "compile_s": mem["compile_s"]}
+        print(json.dumps(rec), flush=True)
+        if args.out:
+            os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+            with open(args.out, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
