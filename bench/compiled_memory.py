@@ -27,7 +27,8 @@ def topology_devices(topology: str = "v5p:1x1x1"):
     """The devices of a TPU topology described, not attached (libtpu's compiler only)."""
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")  # single-host description
     from jax.experimental import topologies
-    return list(topologies.get_topology_desc(topology, "tpu").devices)
+    bounds = tuple(int(x) for x in topology.split(":")[1].split("x"))  # all chips on one host
+    return list(topologies.get_topology_desc(topology, "tpu", chips_per_host_bounds=bounds).devices)
 
 
 @contextlib.contextmanager
@@ -42,14 +43,31 @@ def as_platform(platform: str):
         jax.default_backend = saved
 
 
+def retarget(run, devices):
+    """The same Run over `devices` (same mesh shape and axes): setup builds it on CPU devices,
+    since it creates a concrete PRNG key under the mesh, which described devices cannot hold."""
+    import dataclasses
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding
+    cpu = run.mesh
+    mesh = Mesh(np.asarray(devices).reshape(cpu.devices.shape), cpu.axis_names,
+                axis_types=cpu.axis_types)
+    move = lambda s: NamedSharding(mesh, s.spec)  # noqa: E731
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=move(x.sharding)),
+                            run.abstract_state)
+    shardings = jax.tree.map(move, run.state_shardings)
+    return dataclasses.replace(run, mesh=mesh, abstract_state=abstract, state_shardings=shardings)
+
+
 def step_memory(config, devices, platform: str = "tpu") -> dict:
     """Compile the train step of `config` over `devices` and return XLA's per-device bytes."""
     import jax
     import jax.numpy as jnp
     from lm import sharding, trainer
     with as_platform(platform):
-        mesh = sharding.make_mesh(config.mesh, devices)
-        run = trainer.setup(config, mesh=mesh)
+        run = trainer.setup(config, mesh=sharding.make_mesh(config.mesh, jax.devices("cpu")[:len(devices)]))
+        run = retarget(run, devices)
         step = trainer.make_train_step(run)
         b, t = int(config.train.batch_size), int(run.seq_len)
         bs = sharding.batch_sharding(run.mesh)
