@@ -87,7 +87,7 @@ def measure_model(name: str, steps: int, smoke: bool) -> dict:
            "trace_lower_s": res["trace_lower_s"], "compile_s": res["compile_s"],
            "step_ms": res["step_ms_median"], "attention": attention_backend(bench.run),
            "need_gib": PLANS[name]["need_gib"], "final_loss": res["final_loss"]}
-    rec = harness.record("gpu", res, config=bench.run.config, bench=bench, extra={"row": row})
+    rec = harness.record("gpu", res, config=bench.run.config, bench=bench, extra={"row": dict(row)})
     return {**row, "record": rec}
 
 
@@ -177,7 +177,7 @@ def run_all(args) -> list[dict]:
         rows.append(row)
     for r in rows:
         if "record" not in r:
-            r["record"] = harness.record("gpu", {}, extra={"row": r})
+            r["record"] = harness.record("gpu", {}, extra={"row": dict(r)})
     return rows
 
 

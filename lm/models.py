@@ -151,11 +151,16 @@ class DecoderLM(_LM):
         self.decoder = Stack(cfg, cfg.num_layers, causal=True)
         self.final_norm = LayerNorm(cfg) if cfg.pre_norm else None
 
-    def __call__(self, tokens, segment_ids=None, deterministic=True, decode=False):
+    def __call__(self, tokens, segment_ids=None, deterministic=True, decode=False,
+                 return_hidden=False):
+        """Logits f32 [B, T, V]; with return_hidden, the final-normed hidden states [B, T, D]
+        instead (lm.chunked_loss applies the head a chunk at a time)."""
         positions = self.positions(tokens.shape[1], decode)
         x = self._embed(tokens, positions, deterministic)
         x = self.decoder(x, None, positions, None if decode else segment_ids,
                          deterministic=deterministic, decode=decode)
+        if return_hidden:
+            return x if self.final_norm is None else self.final_norm(x)
         return self._logits(x, self.final_norm)
 
 

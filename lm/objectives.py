@@ -62,6 +62,25 @@ def cross_entropy_sums(logits, targets, weights, z_loss: float = 0.0) -> dict:
     }
 
 
+def next_token_sums(model, params, batch: dict, *, document_masking: bool, z_loss: float = 0.0,
+                    chunk: int = 0, deterministic: bool = True, rng=None):
+    """(cross_entropy_sums, mutated) of the next-token objective; chunk > 0: from the hidden
+    states, `chunk` positions at a time, no [B,T,V] f32 logits kept (lm.chunked_loss)."""
+    if not chunk:
+        logits, targets, weights, mutated = forward(
+            model, params, batch, objective="next_token", document_masking=document_masking,
+            deterministic=deterministic, rng=rng)
+        return cross_entropy_sums(logits, targets, weights, z_loss), mutated
+    from lm import chunked_loss
+    hidden, mutated = model.apply(
+        {"params": params}, batch["inputs"], segment_ids=batch["segment_ids"] if document_masking
+        else None, deterministic=deterministic, rngs={"dropout": rng} if rng is not None else {},
+        mutable=["losses"], return_hidden=True)
+    w, spec = chunked_loss.head(params, model.cfg)
+    return chunked_loss.cross_entropy_sums(hidden, w, spec, batch["targets"], batch["weights"],
+                                           z_loss, chunk), mutated
+
+
 def split_batch(batch: dict, objective: str) -> dict:
     """The model inputs, targets and weights of a data batch for the objective."""
     if objective == "next_token":

@@ -21,6 +21,7 @@ a custom_vjp, one opaque primitive to a remat policy, so `remat='dots'` saves by
 from __future__ import annotations
 
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -30,11 +31,33 @@ from jax.ad_checkpoint import checkpoint_name
 
 MATMUL = "matmul"  # the checkpoint name of every weight matmul's output (remat='dots' saves it)
 
+log = logging.getLogger(__name__)
+_logged: set = set()
+
+
+def gpu_capability() -> float | None:
+    """The CUDA compute capability of the first device (8.0 A100, 9.0 H100), None when it is
+    not an NVIDIA GPU (a CPU lowering for "cuda" included: then nothing older is assumed)."""
+    try:
+        dev = jax.devices()[0]
+        return float(dev.compute_capability) if dev.platform == "gpu" else None
+    except Exception:  # no such attribute (ROCm) or no device
+        return None
+
+
 def resolve_dtype(name: str, platform: str | None = None) -> str:
-    """'auto' -> 'bfloat16' on gpu / tpu, 'float32' on cpu; other names unchanged."""
+    """'auto' -> 'bfloat16' on gpu / tpu, 'float32' on cpu and on GPUs older than sm80 (a T4
+    or V100 has no bf16 matmul); other names unchanged."""
     if name != "auto":
         return name
     platform = platform or jax.default_backend()
+    if platform in ("gpu", "cuda") and (gpu_capability() or 8.0) < 8.0:
+        msg = (f"model.dtype=auto: float32 on this sm{gpu_capability():.1f} GPU (bf16 needs "
+               "sm80+); cost: about 2x the activation memory and no cuDNN flash attention")
+        if msg not in _logged:
+            _logged.add(msg)
+            log.warning(msg)
+        return "float32"
     return "bfloat16" if platform in ("gpu", "cuda", "rocm", "tpu") else "float32"
 
 

@@ -75,8 +75,9 @@ def test_train_step_lowers_for_cuda_with_cudnn_flash_attention(fake_cudnn, case,
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # 'auto' resolves as on a GPU
     model, data = CASES[case]
     text = lower_train_step("cuda", small_config(data=data, dtype="auto", **model))
-    assert {"__cudnn$fmhaSoftmax", "__cudnn$fmhaSoftmaxBackward"} <= custom_calls(text) or \
-        {"__cudnn$fmhaScaleBiasSoftmax", "__cudnn$fmhaScaleBiasSoftmaxBackward"} <= custom_calls(text)
+    # document masking too: cuDNN's packed segments, no [B,1,T,T] bias and no dbias
+    assert {"__cudnn$fmhaSoftmax", "__cudnn$fmhaSoftmaxBackward"} <= custom_calls(text)
+    assert not re.search(rf"tensor<[\dx]*{T}x{T}x", text)
     assert f32_weight_dots(text) == []
     assert "bf16" in text
 
@@ -119,7 +120,8 @@ def test_backend_choice_and_dtype_policy():
     pick = lambda platform, **kw: fast_attention.choose(  # noqa: E731
         "auto", **{"dtype": jnp.bfloat16, "head_dim": 64, "q_len": 256, "kv_len": 256,
                    "decode": False, "platform": platform, **kw})
-    assert pick("tpu") == "splash" and pick("tpu", q_len=100, kv_len=100) == "xla"
+    assert pick("tpu") == "splash" and pick("tpu", q_len=100, kv_len=100) == "splash"  # padded
+    assert pick("tpu", q_len=100, kv_len=256) == "xla"
     assert pick("cpu") == "xla" and pick("tpu", decode=True) == "xla"
     assert pick("gpu", dtype=jnp.float32) == "xla"  # cuDNN flash needs bf16 / fp16
     assert pick("gpu", head_dim=60) == "xla"
@@ -269,3 +271,49 @@ def test_remat_policies_differ_in_bf16(capsys):
     named = [s for s in saved["dots"] if "checkpoint_name" in s or "name=matmul" in s]
     assert len(named) >= 4, saved["dots"]
     assert len(saved["full"]) < len(saved["dots"]), (saved["full"], saved["dots"])
+
+
+def test_every_fallback_logs_what_why_and_cost(caplog, fake_cudnn):
+    import logging
+    caplog.set_level(logging.WARNING)
+    fast_attention._logged.clear()
+    pick = lambda **kw: fast_attention.choose("auto", **{  # noqa: E731
+        "dtype": jnp.bfloat16, "head_dim": 64, "q_len": 256, "kv_len": 256, "decode": False,
+        "platform": "gpu", **kw})
+    assert pick(dtype=jnp.float32) == "xla" and pick(head_dim=256) == "xla"
+    assert pick(head_dim=128) == "cudnn"
+    assert pick(platform="tpu", q_len=100, kv_len=256) == "xla"
+    kernel = A.make_kernel(ModelConfig(kernel="performer", d_model=32, num_heads=2))
+    x = jnp.ones((1, 8, 2, 16))
+    A.smooth(kernel, x, x, x, causal=True, segment_ids=jnp.ones((1, 8), jnp.int32))
+    lines = [r.message for r in caplog.records]
+    expect = ["attention on GPU runs XLA, not cuDNN flash: compute dtype float32",
+              "attention on GPU runs XLA, not cuDNN flash: head_dim 256 (cuDNN flash: a multiple "
+              "of 8, <= 128 on this GPU; 256 on sm90)",
+              "attention on TPU runs XLA, not splash: 100 queries x 256 keys",
+              "PerformerKernel attention runs its exact quadratic form"]
+    for e in expect:
+        assert any(line.startswith(e) and "cost:" in line for line in lines), (e, lines)
+    assert precision.gpu_capability() is None  # a CPU host: no GPU generation assumed
+
+
+def test_splash_pads_a_length_it_does_not_take(caplog):
+    import logging
+    caplog.set_level(logging.WARNING)
+    fast_attention._logged.clear()
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.normal(size=(1, 100, 2, 64)), jnp.float32) for _ in range(3))
+    seg = jnp.asarray(np.repeat([1, 2], 50)[None], jnp.int32)
+    text = jax.jit(lambda q, k, v: fast_attention.splash_attention(
+        q, k, v, scale=0.125, segment_ids=seg, causal=True)).trace(q, k, v).lower(
+        lowering_platforms=("tpu",)).as_text()
+    assert "tpu_custom_call" in custom_calls(text) and "tensor<1x100x2x64xf32>" in text
+    assert any(r.message.startswith("splash attention pads T: T=100 is not a multiple of 128; "
+                                    "cost: 28% more") for r in caplog.records)
+
+
+def test_packed_segments_for_cudnn():
+    seg = jnp.asarray([[1, 1, 2, 2, 2, 0], [3, 3, 3, 3, 3, 3]], jnp.int32)
+    lengths, offsets = fast_attention.packed_segments(seg)
+    np.testing.assert_array_equal(lengths, [[2, 3, 1, -1, -1, -1], [6, -1, -1, -1, -1, -1]])
+    np.testing.assert_array_equal(offsets, [[0, 2, 5, -1, -1, -1, -1], [0, -1, -1, -1, -1, -1, -1]])

@@ -91,7 +91,7 @@ def test_gpu_benchmark_smoke_mode_writes_rows_and_a_table(tmp_path):
     assert gpu.main(["--smoke", "--in_process", "--models=124m", "--steps=2",
                      f"--out={tmp_path}"]) == 0
     rows = [json.loads(line) for line in open(tmp_path / "results.jsonl")]
-    assert [r["row"]["row"] if "row" in r else r["results"] for r in rows][1] == "124m"
+    assert [r["row"]["row"] for r in rows] == ["loss_check", "124m"]
     check, model = rows[0]["row"], rows[1]["row"]
     assert check["ok"] and check["relative_difference"] < gpu.LOSS_TOLERANCE  # f32 == f32 here
     assert model["tokens_per_s"] > 0 and model["compile_s"] > 0 and model["attention"] == "xla"
