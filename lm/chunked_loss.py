@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax.core import meta
 
 from lm.precision import dense
 
@@ -21,8 +22,8 @@ from lm.precision import dense
 def head(params, cfg) -> tuple[jax.Array, str]:
     """(unembedding weight, einsum spec from hidden [b,t,d] to logits) of a decoder's params."""
     if cfg.tie_embeddings:
-        return params["embed"]["embedding"], "btd,vd->btv"
-    return params["unembed"], "btd,dv->btv"
+        return meta.unbox(params["embed"]["embedding"]), "btd,vd->btv"
+    return meta.unbox(params["unembed"]), "btd,dv->btv"
 
 
 def _chunk_sums(x, w, spec, targets, weights):

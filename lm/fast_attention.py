@@ -134,6 +134,11 @@ def cudnn_attention(q, k, v, *, scale, mask=None, causal=False, local_window_siz
     if jnp.dtype(q.dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
         raise ConfigError(f"model.attention_impl='cudnn' needs bfloat16 or float16 compute, "
                           f"got {jnp.dtype(q.dtype).name} (set model.dtype=bfloat16)")
+    if segment_ids is not None and mask is None and (gpu_capability() or 0.0) < 9.0:
+        fallback("document masking on cuDNN uses a [B,1,T,T] mask",
+                 "cuDNN's packed segment layout needs sm90 (Hopper)",
+                 "cost: a T x T mask and bias per layer (O(T^2) memory, no O(T^2) FLOPs)")
+        mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
     if segment_ids is not None and mask is None:
         from jax._src.cudnn import fused_attention_stablehlo as fa
         lengths, offsets = packed_segments(segment_ids)

@@ -73,6 +73,10 @@ CASES = {  # name: (model overrides, data overrides)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_train_step_lowers_for_cuda_with_cudnn_flash_attention(fake_cudnn, case, monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # 'auto' resolves as on a GPU
+    # ... on a Hopper GPU (cuDNN's packed segment layout for document masking needs sm90)
+    from jax._src.cudnn import fused_attention_stablehlo as fa
+    monkeypatch.setattr(fa, "check_compute_capability", lambda capability: True)
+    monkeypatch.setattr(fast_attention, "gpu_capability", lambda: 9.0)
     model, data = CASES[case]
     text = lower_train_step("cuda", small_config(data=data, dtype="auto", **model))
     # document masking too: cuDNN's packed segments, no [B,1,T,T] bias and no dbias
