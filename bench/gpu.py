@@ -3,6 +3,7 @@
     python -m bench.gpu [--out=bench/results/gpu] [--models=124m,350m,1b,124m_noflash]
         [--steps=10] [--budget_s=480] [--model_timeout_s=150]
     python -m bench.gpu --smoke --out=/tmp/smoke      # CPU, tiny shapes, seconds
+    python -m bench.gpu --shakespeare                 # + nanoGPT's shakespeare_char gpu rung
 
 Each model runs in its own child process (`--child=NAME`) with a timeout, so an out-of-memory
 error or a hang costs one row, not the run, and each starts with an empty GPU. Per model: the
@@ -43,6 +44,7 @@ PLANS = {
 # --smoke: the same code path on a CPU, tiny shapes (seconds).
 SMOKE = dict(num_layers=1, num_heads=2, d_model=32, max_len=32, batch_size=4, vocab=256)
 LOSS_TOLERANCE = 0.02  # relative: bf16 compute against the f32 reference
+NANOGPT_GPU_VALID_LOSS = 1.4697
 
 
 def gpt_config(name: str, smoke: bool = False):
@@ -117,6 +119,24 @@ def loss_check(smoke: bool) -> dict:
             "relative_difference": rel, "ok": rel < LOSS_TOLERANCE}
 
 
+def shakespeare_gpu(path: str = "") -> dict:
+    """nanoGPT's shakespeare_char GPU rung trained through lm.trainer.train (about 3 minutes
+    on an A100; not in the default 8-minute run): valid loss next to nanoGPT's 1.4697."""
+    import tempfile
+    from lm import trainer
+    from lm.experiment import load_config
+    config = load_config("experiments/shakespeare_char.py", "gpu")
+    if path:
+        config.data.path = path
+    config.train.sample_tokens = 0
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="bench-gpu-shakespeare-") as workdir:
+        summary = trainer.train(config, workdir, progress=False)
+    return {"row": "shakespeare_char:gpu", "valid_loss": summary["final"]["loss"],
+            "nanogpt_valid_loss": NANOGPT_GPU_VALID_LOSS, "wall_time_s": round(time.time() - t0, 1),
+            "compile_s": summary.get("compile_time")}
+
+
 def run_child(name: str, args) -> dict:
     """`python -m bench.gpu --child=name` under a timeout; its last stdout line is the row."""
     cmd = [sys.executable, "-m", "bench.gpu", f"--child={name}", f"--steps={args.steps}"]
@@ -137,6 +157,11 @@ def table(rows: list[dict]) -> str:
             "|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
+        if r["row"] == "shakespeare_char:gpu" and "error" not in r:
+            lines.append(f"| {r['row']} | | | | | | {r.get('compile_s', '')} | valid loss "
+                         f"{r['valid_loss']:.4f} (nanoGPT {NANOGPT_GPU_VALID_LOSS}) in "
+                         f"{r['wall_time_s']}s |")
+            continue
         if r["row"] == "loss_check":
             note = (f"device {r.get('device_loss', 0):.4f} vs cpu f32 {r.get('cpu_f32_loss', 0):.4f} "
                     f"({'ok' if r.get('ok') else 'MISMATCH'})") if "error" not in r else r["error"]
@@ -175,6 +200,11 @@ def run_all(args) -> list[dict]:
         row = measure_model(name, args.steps, args.smoke) if args.in_process else run_child(name, args)
         print(json.dumps({k: v for k, v in row.items() if k != "record"}), flush=True)
         rows.append(row)
+    if args.shakespeare:
+        try:
+            rows.append(shakespeare_gpu(args.shakespeare_path))
+        except Exception as e:  # e.g. no copy of the text and no network: a row, not a crash
+            rows.append({"row": "shakespeare_char:gpu", "error": f"{type(e).__name__}: {str(e)[:300]}"})
     for r in rows:
         if "record" not in r:
             r["record"] = harness.record("gpu", {}, extra={"row": dict(r)})
@@ -190,6 +220,8 @@ def parse(argv):
     p.add_argument("--model_timeout_s", type=float, default=150, help="one model, compile included")
     p.add_argument("--smoke", action="store_true", help="tiny shapes (CPU, seconds)")
     p.add_argument("--in_process", action="store_true", help="no child processes (tests)")
+    p.add_argument("--shakespeare", action="store_true", help="then train shakespeare_char:gpu")
+    p.add_argument("--shakespeare_path", default="", help="a local tinyshakespeare input.txt")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     unknown = [m for m in args.models.split(",") + ([args.child] if args.child else [])
