@@ -85,6 +85,20 @@ def step_memory(config, devices, platform: str = "tpu") -> dict:
     return out
 
 
+def table(lines: list[dict]) -> str:
+    """Markdown: one row per model, the newest 'before' and 'after' peaks side by side."""
+    latest = {(r["model"], r["label"]): r for r in lines}
+    out = ["| model | batch x context | remat | peak before GiB | peak after GiB | temp before | temp after |",
+           "|---|---|---|---|---|---|---|"]
+    for model in dict.fromkeys(r["model"] for r in lines):
+        b, a = latest.get((model, "before"), {}), latest.get((model, "after"), {})
+        any_ = a or b
+        out.append(f"| {model} | {any_['batch_size']} x {any_['context']} | {any_['remat']} | "
+                   f"{b.get('peak_gib', '')} | {a.get('peak_gib', '')} | {b.get('temp_gib', '')} | "
+                   f"{a.get('temp_gib', '')} |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv) -> int:
     import argparse
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -113,6 +127,12 @@ def main(argv) -> int:
             os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
             with open(args.out, "a") as f:
                 f.write(json.dumps(rec) + "\n")
+    if args.out:  # the before / after table beside the lines
+        with open(args.out) as f:
+            text = table([json.loads(line) for line in f if line.strip()])
+        with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+            f.write(text)
+        print(text)
     return 0
 
 
