@@ -275,6 +275,8 @@ def test_remat_policies_differ_in_bf16(capsys):
     named = [s for s in saved["dots"] if "named 'matmul'" in s]
     assert len(named) >= 4, saved["dots"]
     assert len(saved["full"]) < len(saved["dots"]), (saved["full"], saved["dots"])
+    # bf16 norms keep their bf16 input, not f32 copies of [B, T, D] (lm.layers.LayerNorm)
+    assert not [s for s in saved["none"] if s.startswith("f32[2,32,32]")], saved["none"]
 
 
 def test_every_fallback_logs_what_why_and_cost(caplog, fake_cudnn):

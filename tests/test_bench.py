@@ -112,10 +112,16 @@ def test_gpu_benchmark_plans_fit_and_splits_hold_a_context():
         gpu.parse(["--models=2b"])
 
 
-def test_gpu_benchmark_child_timeout_is_a_row_not_a_hang(monkeypatch):
+def test_gpu_benchmark_child_failure_or_hang_is_a_row(monkeypatch, tmp_path):
     import argparse
     import sys
     from bench import gpu
-    monkeypatch.setattr(sys, "executable", "/bin/sleep")  # `sleep -m ...` fails at once
-    row = gpu.run_child("124m", argparse.Namespace(steps=1, smoke=True, model_timeout_s=5))
-    assert row["row"] == "124m" and row["error"].startswith("exit ")
+    args = argparse.Namespace(steps=1, smoke=True, model_timeout_s=1)
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # a child that dies at once
+    row = gpu.run_child("124m", args)
+    assert row["row"] == "124m" and row["error"].startswith("exit 1")
+    hang = tmp_path / "hang"
+    hang.write_text("#!/bin/sh\nexec sleep 30\n")
+    hang.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(hang))  # a child that never answers
+    assert gpu.run_child("1b", args) == {"row": "1b", "error": "timed out after 1s"}
