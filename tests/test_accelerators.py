@@ -273,7 +273,7 @@ def test_remat_policies_differ_in_bf16(capsys):
     assert counts["dots"] == counts["none"], counts
     assert counts["full"] >= counts["none"] + 3, counts
     named = [s for s in saved["dots"] if "named 'matmul'" in s]
-    assert len(named) >= 4, saved["dots"]
+    assert len(named) == 3, saved["dots"]  # qkv, attention out, mlp in (mlp out feeds no grad)
     assert len(saved["full"]) < len(saved["dots"]), (saved["full"], saved["dots"])
     # bf16 norms keep their bf16 input, not f32 copies of [B, T, D] (lm.layers.LayerNorm)
     assert not [s for s in saved["none"] if s.startswith("f32[2,32,32]")], saved["none"]
