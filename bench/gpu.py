@@ -43,6 +43,7 @@ PLANS = {
 }
 # --smoke: the same code path on a CPU, tiny shapes (seconds).
 SMOKE = dict(num_layers=1, num_heads=2, d_model=32, max_len=32, batch_size=4, vocab=256)
+LOSS_CHUNK = 512  # positions per step of the chunked cross-entropy: [B, 512, V] f32 at most
 LOSS_TOLERANCE = 0.02  # relative: bf16 compute against the f32 reference
 NANOGPT_GPU_VALID_LOSS = 1.4697
 
@@ -56,6 +57,8 @@ def gpt_config(name: str, smoke: bool = False):
     c.model.update(max_len=CONTEXT, dtype="auto", attention_impl=plan["attention_impl"],
                    remat=plan["remat"])
     c.train.batch_size = plan["batch_size"]
+    if "loss_chunk" in c.train:  # the chunked LM head + loss (lm.chunked_loss), where wired
+        c.train.loss_chunk = LOSS_CHUNK
     if smoke:
         s = SMOKE
         c.model.update(num_layers=s["num_layers"], num_heads=s["num_heads"],
