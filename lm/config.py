@@ -188,7 +188,8 @@ def base_config() -> ml_collections.ConfigDict:
     )
 
     # Mesh axis sizes; one may be -1 to take the remaining devices.
-    c.mesh = dict(data=-1, fsdp=1, tensor=1)
+    # allow_subset: a mesh that leaves accelerators idle is an error unless this is set.
+    c.mesh = dict(data=-1, fsdp=1, tensor=1, allow_subset=False)
     c.experiment = _experiment_defaults()
     c.lock()
     return c
@@ -245,6 +246,7 @@ def _train_defaults() -> dict:
         b1=0.9, b2=0.99, eps=1e-8,
         grad_clip=1.0,
         z_loss=0.0,
+        loss_chunk=0,  # > 0: LM head + loss this many positions at a time, no [B,T,V] f32 logits (lm/chunked_loss.py)
         log_every=50,
         eval_every=250,
         eval_batches=20,  # 0 means the whole split

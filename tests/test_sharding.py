@@ -111,3 +111,51 @@ def test_sharded_training_matches_one_device_and_fsdp_splits_state():
     assert per_device == pytest.approx((total - unsplit) / 8 + unsplit, rel=1e-6)
     assert per_device < 0.2 * total
     assert sharding.per_device_bytes(opt) < 2 * per_device * 1.01 + 64
+
+
+SLURM_NODE = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16", "SLURM_PROCID": "11", "SLURM_LOCALID": "3",
+              "SLURM_NODEID": "1", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}
+
+
+def test_slurm_one_task_per_gpu_drives_its_own_gpu():
+    plan = sharding.launch_plan(dict(SLURM_NODE, SLURM_NTASKS_PER_NODE="8", SLURM_TASKS_PER_NODE="8(x2)"))
+    assert plan == {"launcher": "slurm", "num_processes": 16, "process_id": 11, "local_rank": 3,
+                    "local_size": 8, "local_device_ids": [3]}
+
+
+def test_slurm_one_task_per_node_drives_all_eight_gpus():
+    # jax's own SLURM detection would take [SLURM_LOCALID] = [0]: 7 GPUs idle.
+    env = dict(SLURM_NODE, SLURM_NTASKS="2", SLURM_PROCID="1", SLURM_LOCALID="0",
+               SLURM_TASKS_PER_NODE="1(x2)")
+    plan = sharding.launch_plan(env)
+    assert plan["num_processes"] == 2 and plan["local_device_ids"] == list(range(8))
+    # GPUs known from SLURM when CUDA_VISIBLE_DEVICES is not set
+    env = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}
+    assert sharding.launch_plan(dict(env, SLURM_GPUS_ON_NODE="4"))["local_device_ids"] == [0, 1, 2, 3]
+
+
+def test_open_mpi_ranks_and_gpu_binding():
+    env = {"OMPI_COMM_WORLD_SIZE": "8", "OMPI_COMM_WORLD_RANK": "5", "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+           "OMPI_COMM_WORLD_LOCAL_SIZE": "4", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}
+    plan = sharding.launch_plan(env)
+    assert (plan["launcher"], plan["num_processes"], plan["process_id"]) == ("openmpi", 8, 5)
+    assert plan["local_device_ids"] == [2, 3]  # 4 ranks share 8 GPUs: two each
+    assert sharding.launch_plan(dict(env, CUDA_VISIBLE_DEVICES="5"))["local_device_ids"] == [0]
+    with pytest.raises(ConfigError, match="3 processes on this node cannot share 8"):
+        sharding.launch_plan(dict(env, OMPI_COMM_WORLD_LOCAL_SIZE="3"))
+    assert sharding.launch_plan({"OMPI_COMM_WORLD_SIZE": "1"}) is None
+    assert sharding.launch_plan({}) is None
+
+
+def test_a_mesh_smaller_than_the_accelerators_is_an_error_unless_asked_for(caplog):
+    from ml_collections import ConfigDict
+    cfg = ConfigDict({"data": 1, "fsdp": 1, "tensor": 1})
+    with pytest.raises(ConfigError, match="uses 1 of 8 gpu devices.*allow_subset"):
+        sharding.check_subset({"data": 1}, 1, 8, "gpu", cfg)
+    sharding.check_subset({"data": 1}, 1, 8, "gpu", ConfigDict(dict(cfg, allow_subset=True)))
+    sharding.check_subset({"data": 1}, 1, 8, "cpu", cfg)  # host devices: a split of one CPU
+    import logging
+    with caplog.at_level(logging.INFO, logger="lm.sharding"):
+        mesh = sharding.make_mesh(cfg)
+    line = [r.message for r in caplog.records if r.message.startswith("process 0/1")]
+    assert line and "mesh {'data': 1, 'fsdp': 1, 'tensor': 1} over 1 devices" in line[0]

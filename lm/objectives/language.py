@@ -18,6 +18,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from lm import chunked_loss
 from lm.config import ConfigError
 from lm.objectives.base import Objective, rngs
 
@@ -62,6 +63,18 @@ def _decoder_logits(ctx, params, batch, *, deterministic=True, rng=None):
                            deterministic=deterministic, rngs=rngs(rng), mutable=["losses"])
 
 
+def _decoder_chunked_sums(ctx, params, batch, *, deterministic=True, rng=None):
+    """cross_entropy_sums from the final hidden states, train.loss_chunk positions at a time
+    (lm.chunked_loss: no [B,T,V] f32 logits kept for the backward pass)."""
+    seg = batch["segment_ids"] if ctx.document_masking else None
+    hidden, mutated = ctx.model.apply({"params": params}, batch["inputs"], segment_ids=seg,
+                                      deterministic=deterministic, rngs=rngs(rng),
+                                      mutable=["losses"], return_hidden=True)
+    w, spec = chunked_loss.head(params, ctx.model.cfg)
+    return chunked_loss.cross_entropy_sums(hidden, w, spec, batch["targets"], batch["weights"],
+                                           float(ctx.train.z_loss), int(ctx.train.loss_chunk)), mutated
+
+
 def _encoder_decoder_logits(ctx, params, batch, *, deterministic=True, rng=None):
     seg = batch["segment_ids"] if ctx.document_masking else None
     src_seg = batch["src_segment_ids"] if ctx.document_masking else None
@@ -94,11 +107,14 @@ def _figures(f: dict) -> str:
             f"perplexity {f['perplexity']:.2f}, accuracy {f['accuracy']:.3f}")
 
 
-def language_objective(name, model_kind, view, logits_fn, init_args, check=None) -> Objective:
+def language_objective(name, model_kind, view, logits_fn, init_args, check=None,
+                       chunked_sums=None) -> Objective:
     """A token-level objective: `view` picks what is scored from a packed batch, `logits_fn`
-    runs the model on that view."""
+    runs the model on that view; `chunked_sums` (train.loss_chunk > 0) trains without logits."""
     def train_sums(ctx, params, ref, batch, *, deterministic=True, rng=None):
         b = view(batch)
+        if chunked_sums is not None and ctx.train.loss_chunk:
+            return chunked_sums(ctx, params, b, deterministic=deterministic, rng=rng)
         logits, mutated = logits_fn(ctx, params, b, deterministic=deterministic, rng=rng)
         return cross_entropy_sums(logits, b["targets"], b["weights"], float(ctx.train.z_loss)), mutated
 
@@ -127,7 +143,7 @@ def _check_prefix(config, model_cfg) -> None:
 
 NEXT_TOKEN = language_objective(
     "next_token", "decoder", view=lambda batch: batch, logits_fn=_decoder_logits,
-    init_args=lambda batch: (batch["inputs"],))
+    init_args=lambda batch: (batch["inputs"],), chunked_sums=_decoder_chunked_sums)
 PREFIX_LM = language_objective(
     "prefix_lm", "encoder_decoder", view=split_prefix, logits_fn=_encoder_decoder_logits,
     init_args=lambda batch: (split_prefix(batch)["src"], split_prefix(batch)["inputs"]),
