@@ -78,9 +78,10 @@ def apply_rope(x, positions, base: float = 10000.0, freq=None):
     `rope_frequencies`); dims past R pass through unrotated (partial rotary, GPT-NeoX).
     positions: [T] or [B, T] integers.
     """
-    if freq is None:
-        half = x.shape[-1] // 2
-        freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    if freq is None:  # float64 then float32, as rope_frequencies
+        dims = x.shape[-1]
+        freq = jnp.asarray((1.0 / float(base) ** (np.arange(0, dims, 2, dtype=np.float64) / dims)
+                            ).astype(np.float32))
     half = freq.shape[0]
     angle = jnp.asarray(positions, jnp.float32)[..., None] * freq  # [(B,) T, R/2]
     if angle.ndim == 2:
