@@ -44,6 +44,7 @@ import ml_collections
 import numpy as np
 
 from lm import archive
+from lm import objectives
 from lm import trackers
 from lm.evals import criteria
 from lm.scaling import forecast
@@ -51,8 +52,7 @@ from lm.scaling import records as scaling_records
 from lm.config import ConfigError, config_hash, set_dotted
 from lm.errors import LmError
 
-METRICS = ("loss", "bits_per_byte", "perplexity", "accuracy", "excess_bits_per_byte",
-           "preference_accuracy", "reward_margin")  # the last two: train.objective=dpo
+METRICS = ("excess_bits_per_byte",) + objectives.metric_names()  # what a criterion may name
 SPLITS = ("valid",)  # the trainer's summary evaluates on valid
 
 

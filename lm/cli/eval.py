@@ -96,7 +96,6 @@ def main(argv):
         out["baselines"] = {
             "ngram": {r["order"]: r["bits_per_byte"] for r in result["ngram"]},
             "compressors": {r["compressor"]: r["bits_per_byte"] for r in result.get("compressors", [])},
-            "note": "bits per byte of the whole split (n-grams: train-split counts; compressors: "
-                    "conditional on the train text)",
+            "note": baselines.context_line(result["context"], _SPLIT.value),
         }
     print(json.dumps(out, default=str))
