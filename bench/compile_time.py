@@ -34,12 +34,12 @@ def define_flags():
 
 def compile_times(config, depth: int, scan: bool) -> dict:
     """Trace+lower and compile seconds of the train step at this depth."""
-    from lm import trainer, sharding
+    from lm import runs, sharding, trainer
     config = copy.deepcopy(config)
     with config.unlocked():
         config.model.num_layers = depth
         config.model.scan_layers = scan
-    run = trainer.setup(config)
+    run = runs.setup(config)
     step = trainer.make_train_step(run)
     batch = harness.synthetic_batches(run, 1)[0]
     with sharding.activate(run.mesh):

@@ -33,7 +33,7 @@ FLOPS_CONVENTION = ("model FLOPs/token = 6*N_nonembedding + 12*L*T*d + 6*d*V "
 class Bench:
     """A ready-to-time train step: the trainer's Run, its state and device-resident batches."""
 
-    run: object  # lm.trainer.Run
+    run: object  # lm.runs.Run
     state: dict
     step: object  # the jitted train step (state, batch) -> (state, metrics)
     batches: list
@@ -63,9 +63,9 @@ def synthetic_batches(run, count: int = 2, seed: int = 0) -> list[dict]:
 
 def prepare(config, *, num_batches: int = 2) -> Bench:
     """Build the trainer's run, fresh state, jitted step and synthetic batches for `config`."""
-    from lm import models, trainer
-    run = trainer.setup(config)
-    state = trainer.init_state(run)
+    from lm import models, runs, trainer
+    run = runs.setup(config)
+    state = runs.init_state(run)
     step = trainer.make_train_step(run)
     return Bench(run, state, step, synthetic_batches(run, num_batches),
                  models.count_params(run.model_cfg), float(models.flops_per_token(run.model_cfg)))

@@ -78,9 +78,10 @@ def apply_rope(x, positions, base: float = 10000.0, freq=None):
     `rope_frequencies`); dims past R pass through unrotated (partial rotary, GPT-NeoX).
     positions: [T] or [B, T] integers.
     """
-    if freq is None:
-        half = x.shape[-1] // 2
-        freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    if freq is None:  # float64 then float32, as rope_frequencies
+        dims = x.shape[-1]
+        freq = jnp.asarray((1.0 / float(base) ** (np.arange(0, dims, 2, dtype=np.float64) / dims)
+                            ).astype(np.float32))
     half = freq.shape[0]
     angle = jnp.asarray(positions, jnp.float32)[..., None] * freq  # [(B,) T, R/2]
     if angle.ndim == 2:
@@ -135,9 +136,7 @@ class Kernel:
 
     name: ClassVar[str] = ""
     non_negative: ClassVar[bool] = True  # K >= 0, so the smoother is a weighted average
-    symmetric: ClassVar[bool] = True  # K(q, k) = K(k, q)
     shift_invariant: ClassVar[bool] = False  # K depends on q - k only
-    positive_definite: ClassVar[bool] = True  # Gram matrices are PSD (a Mercer kernel)
     feature_map: ClassVar[bool] = False  # finite phi with K = phi(q).phi(k): O(T) smoother
     randomized: ClassVar[bool] = False  # a random approximation of another kernel
     normalized_by_softmax: ClassVar[bool] = False  # logit family: K = exp(score)
@@ -274,8 +273,13 @@ def softmax_smoother(q, k, v, *, scale, bias=None, mask=None, causal=False, impl
     requested = impl
     impl = fast_attention.choose(impl, dtype=q.dtype, head_dim=e, q_len=t, kv_len=k.shape[1],
                                  decode=False)
+    if segment_ids is not None and impl not in ("cudnn", "splash"):  # they take the ids
+        seg = segment_mask(segment_ids, segment_ids)
+        mask = seg if mask is None else mask & seg
     if impl == "splash" and mask is not None and segment_ids is None:
         if requested == "auto":  # a cross-attention / padding mask: not splash's kind
+            fast_attention.fallback("masked cross-attention on TPU runs XLA, not splash",
+                                    "splash takes segment ids of self-attention only")
             return softmax_smoother(q, k, v, scale=scale, bias=bias, mask=mask, causal=causal,
                                     impl="xla", local_window_size=local_window_size)
         raise ConfigError("model.attention_impl='splash' takes segment ids, not an arbitrary mask "
@@ -286,7 +290,8 @@ def softmax_smoother(q, k, v, *, scale, bias=None, mask=None, causal=False, impl
         bias = None
     if impl == "cudnn":
         out = fast_attention.cudnn_attention(q, k, v, scale=scale, mask=mask, causal=causal,
-                                             local_window_size=local_window_size)
+                                             local_window_size=local_window_size,
+                                             segment_ids=segment_ids)
         return out[..., :e]
     if impl == "splash":
         out = fast_attention.splash_attention(q, k, v, scale=scale, segment_ids=segment_ids,
@@ -384,9 +389,17 @@ def smooth(kernel: Kernel, q, k, v, *, mask=None, causal=False, impl="xla", segm
         return softmax_smoother(q, k, v, scale=kernel.scale, bias=kernel.key_bias(k), mask=mask,
                                 causal=causal, impl=impl, segment_ids=segment_ids,
                                 local_window_size=local_window_size)
+    if segment_ids is not None:
+        seg = segment_mask(segment_ids, segment_ids)
+        mask = seg if mask is None else mask & seg
     if local_window_size is not None:  # a band is a mask: the exact (quadratic) form
         band = window_mask(q.shape[1], k.shape[1], local_window_size)
         mask = band if mask is None else mask & band
+    if mask is not None and q.shape[1] > 1:  # (one decoding query against a cache: O(T) anyway)
+        fast_attention.fallback(
+            f"{type(kernel).__name__} attention runs its exact quadratic form, not the linear one",
+            "document masking or a sliding window is a mask the O(T) form cannot apply",
+            "cost: [B, H, T, S] float32 weights in memory and f32 matmuls")
     return feature_smoother(kernel, q, k, v, mask=mask, causal=causal)
 
 
@@ -495,8 +508,7 @@ class MultiHeadAttention(nn.Module):
                 if self.decode:  # initialising: create the cache sized by this input
                     self._self_cache(k, v)
                 causal = self.causal
-                if q_segment_ids is not None:
-                    mask = segment_mask(q_segment_ids, q_segment_ids)
+                if q_segment_ids is not None:  # the mask is built only where it is used
                     segment_ids = q_segment_ids
                 if window:  # sliding window (Mistral): the last `window` keys, this one included
                     local_window_size = (window - 1, 0)

@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Every architectural choice of a model. Dimension letters as in DESIGN.md."""
+    """Every architectural choice of a model. Dimension letters as in docs/DESIGN.md."""
 
     kind: str = "decoder"  # decoder (Alg 10) | encoder_decoder (Alg 8)
     vocab_size: int = 256  # V; filled in from the tokenizer by the trainer
@@ -171,7 +171,32 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.model = dataclasses.asdict(ModelConfig())
 
-    c.data = dict(
+    c.data = _data_defaults()
+    c.train = _train_defaults()
+
+    # Start from a pretrained model: hf:ORG/NAME, a Hugging Face model directory or an lm workdir
+    # ('' = train from scratch). It fixes the architecture and tokenizer (lm/hf/pretrained.py).
+    c.init_from = ""
+
+    # Task evaluations at every eval (lm/evals): history keys eval_task/<task>/<metric>.
+    c.evals = dict(
+        tasks="",  # comma-separated task names (lm/evals/tasks.py), e.g. "addition_3,copy_8"
+        num_examples=64,  # examples per task
+        num_fewshot=0,  # solved demonstrations before each prompt
+        seed=0,  # seeds the eval examples (the training corpus uses other streams) and the samples
+        sample_temperature=0.0,  # > 0: answers also sampled at this temperature (sampled_* metrics)
+    )
+
+    # Mesh axis sizes; one may be -1 to take the remaining devices.
+    # allow_subset: a mesh that leaves accelerators idle is an error unless this is set.
+    c.mesh = dict(data=-1, fsdp=1, tensor=1, allow_subset=False)
+    c.experiment = _experiment_defaults()
+    c.lock()
+    return c
+
+
+def _data_defaults() -> dict:
+    return dict(
         source="stdlib",  # stdlib | tinyshakespeare | enwik8 | files | hf | markov | copy | tasks | sft | preference
         path="",  # local file, directory or glob (files); local copy of a named corpus
         mixture="",  # files only: 'PATH@WEIGHT;PATH@WEIGHT' (instead of path): weighted train rows
@@ -200,12 +225,15 @@ def base_config() -> ml_collections.ConfigDict:
         rejected_field="rejected", template="plain",  # plain | chat
     )
 
-    c.train = dict(
+
+def _train_defaults() -> dict:
+    return dict(
         steps=1000,
         batch_size=32,  # global, in sequences
         grad_accum=1,
-        objective="next_token",  # next_token | prefix_lm (encoder_decoder: source = first half) | dpo
-        dpo_beta=0.1, dpo_label_smoothing=0.0,  # DPO: strength of the KL anchor; conservative DPO
+        objective="next_token",  # lm/objectives: next_token | prefix_lm (encoder_decoder) | dpo | rpo
+        dpo_beta=0.1, dpo_label_smoothing=0.0,  # dpo, rpo: strength of the KL anchor; conservative DPO
+        rpo_alpha=1.0,  # rpo: weight of the chosen answer's NLL per token beside the DPO loss
         learning_rate=1e-3,
         warmup_steps=100,
         schedule="cosine",  # cosine | linear | constant | wsd (warmup, stable, linear cooldown)
@@ -214,11 +242,11 @@ def base_config() -> ml_collections.ConfigDict:
         muon_learning_rate=0.02, muon_momentum=0.95,  # muon: peak lr of the matrices, beta
         min_lr_ratio=0.1,
         weight_decay=0.1,
-        decay_embeddings=False,  # weight decay on embeddings, norms and biases too
-        decay_mask="matrices",  # matrices | nanogpt (every >=2-D param: + embeddings) | all
+        decay_mask="matrices",  # matrices | nanogpt (every >=2-D param: + embeddings) | all (+ norms, biases)
         b1=0.9, b2=0.99, eps=1e-8,
         grad_clip=1.0,
         z_loss=0.0,
+        loss_chunk=0,  # > 0: LM head + loss this many positions at a time, no [B,T,V] f32 logits (lm/chunked_loss.py)
         log_every=50,
         eval_every=250,
         eval_batches=20,  # 0 means the whole split
@@ -231,23 +259,9 @@ def base_config() -> ml_collections.ConfigDict:
         compilation_cache_dir="",  # persistent XLA cache ('' : $LM_COMPILATION_CACHE_DIR or none)
     )
 
-    # Start from a pretrained model: hf:ORG/NAME, a Hugging Face model directory or an lm workdir
-    # ('' = train from scratch). It fixes the architecture and tokenizer (lm/hf/pretrained.py).
-    c.init_from = ""
 
-    # Task evaluations at every eval (lm/evals): history keys eval_task/<task>/<metric>.
-    c.evals = dict(
-        tasks="",  # comma-separated task names (lm/evals/tasks.py), e.g. "addition_3,copy_8"
-        num_examples=64,  # examples per task
-        num_fewshot=0,  # solved demonstrations before each prompt
-        seed=0,  # seeds the eval examples (the training corpus uses other streams) and the samples
-        sample_temperature=0.0,  # > 0: answers also sampled at this temperature (sampled_* metrics)
-    )
-
-    # Mesh axis sizes; one may be -1 to take the remaining devices.
-    c.mesh = dict(data=-1, fsdp=1, tensor=1)
-
-    c.experiment = dict(
+def _experiment_defaults() -> dict:
+    return dict(
         name="",
         hypothesis="",
         metric="", comparator="<=", threshold=0.0, split="valid",
@@ -259,8 +273,6 @@ def base_config() -> ml_collections.ConfigDict:
         # and left out of scaling fits (Markov sources add order + 1 on their own).
         min_context=0,
     )
-    c.lock()
-    return c
 
 
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:

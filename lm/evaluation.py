@@ -3,72 +3,36 @@
     evaluate(params, model=, dataset=, config=, split=)   loss, bits/byte, perplexity, accuracy
     make_eval_step / run_eval                              what the training loop evaluates with
 
-Losses are summed over every weighted target token (and the bytes those tokens stand for), so
-per-token and per-byte figures are exact whatever the batch size or mesh. For DPO the sums are
-per preference pair and the step reads the policy together with its frozen reference.
+The objective (lm/objectives) says what is summed: every weighted target token and the bytes
+those tokens stand for (per-token and per-byte figures are exact whatever the batch size or
+mesh), or preference pairs, where the step reads the policy together with its frozen reference
+(lm.runs.eval_params).
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from lm import devices, objectives, sharding
-
-LOG2 = math.log(2.0)
-
-
-def eval_params(state: dict):
-    """What the eval step reads: the params, or for DPO the policy with its reference."""
-    if "ref_params" in state:
-        return {"policy": state["params"], "ref": state["ref_params"]}
-    return state["params"]
+from lm.objectives.base import Context
 
 
 def make_eval_step(model, config, token_bytes, mesh, param_shardings):
-    """jit(params, batch) -> sums of nll, weight, correct predictions and target bytes
-    (DPO: jit({policy, ref}, batch) -> the DPO sums; param_shardings as eval_params gives)."""
-    objective, masking = config.train.objective, bool(config.data.document_masking)
-    token_bytes = np.asarray(token_bytes, np.float32)
-    if objective == "dpo":
-        t = config.train
-
-        def dpo_eval(both, batch):
-            return objectives.dpo_sums(model, both["policy"], both["ref"], batch, beta=float(t.dpo_beta),
-                                       label_smoothing=float(t.dpo_label_smoothing))[0]
-        return jax.jit(dpo_eval, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
-                       out_shardings=sharding.replicated(mesh))
+    """jit(params, batch) -> the objective's eval sums (for an objective with a frozen reference
+    the params are {policy, ref}; param_shardings as lm.runs.eval_params gives)."""
+    objective = objectives.get(config.train.objective)
+    ctx = Context(model, config.train, bool(config.data.document_masking),
+                  np.asarray(token_bytes, np.float32))
 
     def eval_fn(params, batch):
-        logits, targets, weights, _ = objectives.forward(
-            model, params, batch, objective=objective, document_masking=masking)
-        sums = objectives.cross_entropy_sums(logits, targets, weights)
-        del sums["z_sum"]
-        sums["byte_sum"] = jnp.sum(jnp.asarray(token_bytes)[targets] * weights)
-        return sums
+        if objective.keeps_reference:
+            return objective.eval_sums(ctx, params["policy"], params["ref"], batch)
+        return objective.eval_sums(ctx, params, None, batch)
 
     return jax.jit(eval_fn, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
                    out_shardings=sharding.replicated(mesh))
-
-
-def eval_metrics(sums: dict) -> dict:
-    """Per-token and per-byte figures from summed eval statistics (DPO: per-pair figures)."""
-    if "dpo_sum" in sums:
-        out = {k: float(v) for k, v in objectives.dpo_metrics(sums).items()}
-        return {**out, "pairs": int(round(float(sums["pair_sum"])))}
-    w = max(float(sums["weight_sum"]), 1e-9)
-    loss = float(sums["nll_sum"]) / w
-    return {
-        "loss": loss,
-        "bits_per_byte": float(sums["nll_sum"]) / LOG2 / max(float(sums["byte_sum"]), 1e-9),
-        "perplexity": math.exp(min(loss, 700.0)),
-        "accuracy": float(sums["correct_sum"]) / w,
-        "tokens": int(round(float(sums["weight_sum"]))),
-        "bytes": int(round(float(sums["byte_sum"]))),
-    }
 
 
 def eval_batch_size(config, mesh) -> int:
@@ -95,7 +59,7 @@ def run_eval(eval_step, params, dataset, config, mesh, split: str, max_batches: 
                 jax.block_until_ready(total)
     if total is None:
         raise ValueError(f"split {split!r} gave no eval batches")
-    return eval_metrics(jax.device_get(total))
+    return objectives.get(config.train.objective).eval_metrics(jax.device_get(total), config.train)
 
 
 def evaluate(params, *, model, dataset, config, split: str = "valid",
@@ -103,7 +67,7 @@ def evaluate(params, *, model, dataset, config, split: str = "valid",
     """Loss (nats/token), bits_per_byte, perplexity, accuracy (and tokens, bytes counted)
     of `params` on a split: exact sums over the split, divided once at the end.
 
-    Arguments as `lm.trainer.load_workdir` returns them. Params stay where they are: the mesh is the
+    Arguments as `lm.runs.load_workdir` returns them. Params stay where they are: the mesh is the
     one they are sharded over. max_batches None means config.train.eval_batches, 0 the
     whole split.
     """

@@ -44,6 +44,7 @@ import ml_collections
 import numpy as np
 
 from lm import archive
+from lm import objectives
 from lm import trackers
 from lm.evals import criteria
 from lm.scaling import forecast
@@ -51,8 +52,7 @@ from lm.scaling import records as scaling_records
 from lm.config import ConfigError, config_hash, set_dotted
 from lm.errors import LmError
 
-METRICS = ("loss", "bits_per_byte", "perplexity", "accuracy", "excess_bits_per_byte",
-           "preference_accuracy", "reward_margin")  # the last two: train.objective=dpo
+METRICS = ("excess_bits_per_byte",) + objectives.metric_names()  # what a criterion may name
 SPLITS = ("valid",)  # the trainer's summary evaluates on valid
 
 
@@ -696,7 +696,7 @@ def make_prediction(parent: dict, config, records: list[dict], ahead=()) -> dict
     same = [r for r in records if archive.series_key(r) == archive.series_key(parent)]
     points = archive.series_points(same)
     target = scaling_records.target_of(config, parent, compute)
-    trend = archive.trend_of(points, target=target, target_compute=compute)
+    trend = archive.trend_of(points, target=target)
     if trend is None:
         return None
     if ahead and "law" in trend:  # the ladder's rungs still to run: which is the cheapest to pass?

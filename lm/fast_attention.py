@@ -18,6 +18,7 @@ which at |k|^2 ~ 60 is an error of 0.25 in the score). Columns are padded to a m
 from __future__ import annotations
 
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -25,9 +26,23 @@ import numpy as np
 from flax import linen as nn
 
 from lm.config import ATTENTION_IMPLS as IMPLS, ConfigError
+from lm.precision import gpu_capability
 
-CUDNN_MAX_HEAD_DIM = 128  # 256 on Hopper; 128 is safe on every GPU cuDNN supports
+CUDNN_MAX_HEAD_DIM = 128  # on every GPU cuDNN flash supports (sm80+); 256 on Hopper (sm90)
 SPLASH_BLOCK = 128
+QUADRATIC = "cost: [B, H, T, S] scores in memory (O(T^2)) instead of a fused kernel"
+
+log = logging.getLogger(__name__)
+_logged: set = set()
+
+
+def fallback(what: str, why: str, cost: str = QUADRATIC) -> str:
+    """Log, once per distinct message, a silent-looking change of path: what, why, its cost."""
+    msg = f"{what}: {why}; {cost}"
+    if msg not in _logged:
+        _logged.add(msg)
+        log.warning(msg)
+    return msg
 
 
 def _platform() -> str:
@@ -47,23 +62,40 @@ def choose(impl: str, *, dtype, head_dim: int, q_len: int, kv_len: int, decode: 
         return impl
     if decode:
         return "xla"
-    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-    if platform == "gpu" and half and _cudnn_ok(head_dim):
-        return "cudnn"
-    if platform == "tpu" and q_len % SPLASH_BLOCK == 0 and kv_len % SPLASH_BLOCK == 0:
-        return "splash"
+    if platform == "gpu":
+        why = _cudnn_refusal(dtype, head_dim)
+        if why is None:
+            return "cudnn"
+        fallback("attention on GPU runs XLA, not cuDNN flash", why)
+    if platform == "tpu":
+        if q_len == kv_len or (q_len % SPLASH_BLOCK == 0 and kv_len % SPLASH_BLOCK == 0):
+            return "splash"  # self-attention of any length: splash_attention pads T
+        fallback("attention on TPU runs XLA, not splash", f"{q_len} queries x {kv_len} keys "
+                 f"(cross-attention lengths must be multiples of {SPLASH_BLOCK})")
     return "xla"
 
 
-def _cudnn_ok(head_dim: int) -> bool:
-    if head_dim % 8 or head_dim > CUDNN_MAX_HEAD_DIM:
-        return False
+def cudnn_max_head_dim() -> int:
+    return 256 if (gpu_capability() or 0.0) >= 9.0 else CUDNN_MAX_HEAD_DIM
+
+
+def _cudnn_refusal(dtype, head_dim: int) -> str | None:
+    """Why cuDNN flash attention cannot run here (None: it can)."""
+    cap = gpu_capability()
+    if cap is not None and cap < 8.0:
+        return f"cuDNN flash attention needs sm80+, this GPU is sm{cap:.1f}"
+    if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        return (f"compute dtype {jnp.dtype(dtype).name} (cuDNN flash needs bfloat16/float16: "
+                "model.dtype=auto or bfloat16)")
+    if head_dim % 8 or head_dim > cudnn_max_head_dim():
+        return (f"head_dim {head_dim} (cuDNN flash: a multiple of 8, <= {cudnn_max_head_dim()} "
+                "on this GPU; 256 on sm90)")
     try:
         from jax._src.cudnn import fused_attention_stablehlo as fa
         fa.check_cudnn_version()
-    except Exception:  # no cuDNN in this jaxlib / on this machine
-        return False
-    return True
+    except Exception as e:  # no cuDNN in this jaxlib / on this machine
+        return f"no usable cuDNN ({type(e).__name__})"
+    return None
 
 
 # ----------------------------------------------------------------------------- rbf bias
@@ -92,14 +124,46 @@ def fold_key_bias(q, k, v, bias, scale, prescale: bool = False):
 
 # ----------------------------------------------------------------------------- cuDNN
 
-def cudnn_attention(q, k, v, *, scale, mask=None, causal=False, local_window_size=None):
-    """cuDNN flash attention; q [B,T,H,E], k/v [B,S,K,E] (GQA handled by cuDNN)."""
+def cudnn_attention(q, k, v, *, scale, mask=None, causal=False, local_window_size=None,
+                    segment_ids=None):
+    """cuDNN flash attention; q [B,T,H,E], k/v [B,S,K,E] (GQA handled by cuDNN).
+
+    segment_ids [B,T] (self-attention, documents in contiguous runs): cuDNN's packed layout
+    (per-row segment offsets and lengths), so no [B,1,T,T] mask or bias and no dbias.
+    """
     if jnp.dtype(q.dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
         raise ConfigError(f"model.attention_impl='cudnn' needs bfloat16 or float16 compute, "
                           f"got {jnp.dtype(q.dtype).name} (set model.dtype=bfloat16)")
+    if segment_ids is not None and mask is None and (gpu_capability() or 0.0) < 9.0:
+        fallback("document masking on cuDNN uses a [B,1,T,T] mask",
+                 "cuDNN's packed segment layout needs sm90 (Hopper)",
+                 "cost: a T x T mask and bias per layer (O(T^2) memory, no O(T^2) FLOPs)")
+        mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+    if segment_ids is not None and mask is None:
+        from jax._src.cudnn import fused_attention_stablehlo as fa
+        lengths, offsets = packed_segments(segment_ids)
+        kind = fa.MaskType.PADDING_CAUSAL if causal else fa.MaskType.PADDING
+        window = None if local_window_size is None else local_window_size[0] + 1
+        return fa.dot_product_attention(q, k, v, q_seqlen=lengths, kv_seqlen=lengths,
+                                        q_offsets=offsets, kv_offsets=offsets, scale=scale,
+                                        mask_type=kind, sliding_window_length=window)
     return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=causal,
                                         local_window_size=local_window_size,
                                         implementation="cudnn")
+
+
+def packed_segments(segment_ids):
+    """(lengths [B, T], offsets [B, T + 1]) of the contiguous runs of equal ids in each row,
+    left-aligned and -1 past the last run (the layout jax's cuDNN attention takes)."""
+    b, t = segment_ids.shape
+    pos = jnp.arange(t, dtype=jnp.int32)
+    start = jnp.concatenate([jnp.ones((b, 1), bool), segment_ids[:, 1:] != segment_ids[:, :-1]], 1)
+    starts = jnp.sort(jnp.where(start, pos, t), axis=1)  # run starts first, then t
+    ends = jnp.concatenate([starts[:, 1:], jnp.full((b, 1), t, jnp.int32)], 1)
+    real = starts < t
+    lengths = jnp.where(real, jnp.minimum(ends, t) - starts, -1).astype(jnp.int32)
+    offsets = jnp.concatenate([jnp.where(real, starts, -1), jnp.full((b, 1), -1)], 1)
+    return lengths, offsets.astype(jnp.int32)
 
 
 # ----------------------------------------------------------------------------- splash (TPU)
@@ -112,6 +176,9 @@ def splash_attention(q, k, v, *, scale, segment_ids=None, causal=False, local_wi
     """
     b, t, h, e = q.shape
     s, kvh = k.shape[1], k.shape[2]
+    if t == s and t % SPLASH_BLOCK:
+        return _splash_padded(q, k, v, scale=scale, segment_ids=segment_ids, causal=causal,
+                              local_window_size=local_window_size)
     if t % SPLASH_BLOCK or s % SPLASH_BLOCK:
         raise ConfigError(f"model.attention_impl='splash' needs lengths that are multiples of "
                           f"{SPLASH_BLOCK}, got {t} queries, {s} keys")
@@ -127,6 +194,21 @@ def splash_attention(q, k, v, *, scale, segment_ids=None, causal=False, local_wi
     if mesh.empty:
         return run(*args)
     return jax.shard_map(run, in_specs=specs, out_specs=spec_q, check_vma=False)(*args)
+
+
+def _splash_padded(q, k, v, *, scale, segment_ids, causal, local_window_size):
+    """Self-attention of a length splash does not take: padded to a multiple of the block, the
+    padding in a segment of its own (id -1) that no real query sees, then cut off."""
+    t = q.shape[1]
+    pad = -t % SPLASH_BLOCK
+    fallback("splash attention pads T", f"T={t} is not a multiple of {SPLASH_BLOCK}",
+             f"cost: {pad / t:.0%} more attention work on length {t + pad}, no O(T^2) memory")
+    grow = lambda x: jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0)))  # noqa: E731
+    ids = jnp.ones(q.shape[:2], jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
+    ids = jnp.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+    out = splash_attention(grow(q), grow(k), grow(v), scale=scale, segment_ids=ids, causal=causal,
+                           local_window_size=local_window_size)
+    return out[:, :t]
 
 
 def _spec(logical, shape, heads):

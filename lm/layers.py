@@ -1,6 +1,6 @@
 """Transformer layers: embeddings (token, learned, rotary), norms, MLPs, mixture of experts, block.
 
-Shapes use the dimension letters of DESIGN.md: B batch, T length, D d_model, F mlp, V vocab,
+Shapes use the dimension letters of docs/DESIGN.md: B batch, T length, D d_model, F mlp, V vocab,
 X experts, C expert capacity. Parameters are float32 with logical axis names; computation runs
 in cfg.dtype.
 """
@@ -70,21 +70,41 @@ class LayerNorm(nn.Module):
     @nn.compact
     def __call__(self, x):
         d = x.shape[-1]
-        xf = x.astype(jnp.float32)
-        if self.cfg.norm == "layernorm":
-            xf = xf - jnp.mean(xf, axis=-1, keepdims=True)
-        y = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + self.cfg.norm_eps)
-        y = y * param(self, "scale", (d,), ("embed",), init=nn.initializers.ones)
+        scale = param(self, "scale", (d,), ("embed",), init=nn.initializers.ones)
+        bias = None
         if self.cfg.norm == "layernorm" and self.cfg.use_bias:
-            y = y + param(self, "bias", (d,), ("embed",), init=nn.initializers.zeros)
-        return y.astype(x.dtype)
+            bias = param(self, "bias", (d,), ("embed",), init=nn.initializers.zeros)
+        norm = _norm if x.dtype == jnp.float32 else _norm_keeping_input
+        return norm(x, scale, bias, self.cfg.norm == "layernorm", self.cfg.norm_eps)
+
+
+def _norm(x, scale, bias, center: bool, eps: float):
+    xf = x.astype(jnp.float32)
+    if center:
+        xf = xf - jnp.mean(xf, axis=-1, keepdims=True)
+    y = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + eps) * scale
+    return (y if bias is None else y + bias).astype(x.dtype)
+
+
+# In bf16 the backward pass keeps only the norm's bf16 input and recomputes the f32 statistics
+# (plain autodiff would keep x and y in f32: 8 bytes per channel instead of 2).
+_norm_keeping_input = jax.checkpoint(_norm, static_argnums=(3, 4))
 
 
 def _activate(cfg: ModelConfig, h):
-    """GELU (tanh form, or exact erf for gelu_exact) on [..., F], or SwiGLU on [..., 2, F] (gate, up)."""
-    if cfg.mlp == "swiglu":
+    """GELU (tanh form, or exact erf for gelu_exact) on [..., F], or SwiGLU on [..., 2, F] (gate, up).
+    In bf16 recomputed in the backward pass from h (already kept for the matmul before)."""
+    fn = _activation if h.dtype == jnp.float32 else _activation_recomputed
+    return fn(cfg.mlp, h)
+
+
+def _activation(kind: str, h):
+    if kind == "swiglu":
         return jax.nn.silu(h[..., 0, :]) * h[..., 1, :]
-    return jax.nn.gelu(h, approximate=cfg.mlp != "gelu_exact")
+    return jax.nn.gelu(h, approximate=kind != "gelu_exact")
+
+
+_activation_recomputed = jax.checkpoint(_activation, static_argnums=(0,))
 
 
 class MLP(nn.Module):

@@ -1,7 +1,10 @@
 """Language models: decoder-only (GPT, Alg 10) and encoder-decoder (T5/BART-style, Alg 8).
 
-Both are Flax Linen modules used functionally (`init` / `apply`); see the contract for the call
-signatures. Layer stacks either loop over layers or run under `nn.scan` (cfg.scan_layers; the
+Both are Flax Linen modules used functionally (`init` / `apply`):
+    DecoderLM:        apply({"params": p}, tokens [B,T], segment_ids=None) -> logits [B,T,V]
+    EncoderDecoderLM: apply({"params": p}, src [B,S], tgt [B,T], src_segment_ids=None,
+                            tgt_segment_ids=None) -> logits [B,T,V]
+(deterministic=False turns dropout on, decode=True the KV cache of lm.sampling). Layer stacks either loop over layers or run under `nn.scan` (cfg.scan_layers; the
 stacked parameters get the logical axis 'layers'), each layer optionally rematerialised
 (cfg.remat: none | full | dots). Both switches leave the numbers unchanged.
 
@@ -21,12 +24,14 @@ import jax.numpy as jnp
 
 from lm.attention import param
 from lm.config import ConfigError, ModelConfig
-from lm.precision import dense
+from lm.precision import MATMUL, dense
 from lm.layers import RESIDUAL, Block, Dropout, Embed, LayerNorm, PositionEmbed
 
-# 'dots' saves matmul outputs without batch dims (the projections), never the [.., T, T]
-# attention scores, which are batched dots (checkpoint_dots would keep them: O(T^2) memory).
-REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims}
+# 'dots' saves the weight matmuls' outputs (lm.precision.dense tags them MATMUL: in bf16 they
+# are a custom_vjp no dot-matching policy sees into), never the [.., T, T] attention scores.
+REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.save_from_both_policies(
+    jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    jax.checkpoint_policies.save_only_these_names(MATMUL))}
 
 
 def _block_class(cfg: ModelConfig):
@@ -149,11 +154,16 @@ class DecoderLM(_LM):
         self.decoder = Stack(cfg, cfg.num_layers, causal=True)
         self.final_norm = LayerNorm(cfg) if cfg.pre_norm else None
 
-    def __call__(self, tokens, segment_ids=None, deterministic=True, decode=False):
+    def __call__(self, tokens, segment_ids=None, deterministic=True, decode=False,
+                 return_hidden=False):
+        """Logits f32 [B, T, V]; with return_hidden, the final-normed hidden states [B, T, D]
+        instead (lm.chunked_loss applies the head a chunk at a time)."""
         positions = self.positions(tokens.shape[1], decode)
         x = self._embed(tokens, positions, deterministic)
         x = self.decoder(x, None, positions, None if decode else segment_ids,
                          deterministic=deterministic, decode=decode)
+        if return_hidden:
+            return x if self.final_norm is None else self.final_norm(x)
         return self._logits(x, self.final_norm)
 
 

@@ -27,7 +27,7 @@ def learning_rate_schedule(train_cfg) -> optax.Schedule:
     elif kind == "linear":
         decay = optax.linear_schedule(peak, floor, decay_steps)
     elif kind == "wsd":
-        cool = min(max(int(round(float(train_cfg.get("cooldown_fraction", 0.2)) * steps)), 1), decay_steps)
+        cool = min(max(int(round(float(train_cfg.cooldown_fraction) * steps)), 1), decay_steps)
         decay = optax.join_schedules([optax.constant_schedule(peak),
                                       optax.linear_schedule(peak, floor, cool)], [decay_steps - cool])
     else:
@@ -42,20 +42,20 @@ def learning_rate_schedule(train_cfg) -> optax.Schedule:
 DECAY_MASKS = ("matrices", "nanogpt", "all")
 
 
-def decay_mask(params, logical_specs=None, *, decay_embeddings: bool = False, kind: str = "matrices"):
+def decay_mask(params, logical_specs=None, *, kind: str = "matrices"):
     """True where weight decay applies: the weight matrices of the blocks (kind 'matrices').
 
     With the params' logical PartitionSpecs a weight matrix is a param with an `embed` axis
     and at least one other named axis (a scanned stack's `layers` axis does not count): that
     excludes norm scales and biases, however many axes a fused bias has. Without specs:
     2+ axes and no 'bias' in the name. Embeddings (any path named *embed*, which includes an
-    untied unembedding) are lookup tables and not decayed either, unless decay_embeddings
-    is set or kind is 'all', which decays everything. kind 'nanogpt' is nanoGPT's
+    untied unembedding) are lookup tables and not decayed either, unless kind is 'all',
+    which decays everything. kind 'nanogpt' is nanoGPT's
     configure_optimizers: every param of 2+ axes (matrices and embeddings), no norms or biases.
     """
     if kind not in DECAY_MASKS:
         raise ConfigError(f"train.decay_mask: {kind!r} is not one of {DECAY_MASKS}")
-    if decay_embeddings or kind == "all":
+    if kind == "all":
         return jax.tree.map(lambda _: True, params)
     if logical_specs is None:
         logical_specs = jax.tree.map(lambda _: None, params)
@@ -110,9 +110,8 @@ def muon_dimensions(params, logical_specs):
 def make_optimizer(train_cfg, params, logical_specs=None) -> optax.GradientTransformation:
     """Global-norm clipping, then AdamW (decoupled weight decay through the mask), or Muon
     (optax.contrib.muon) on the block matrices with AdamW on everything else."""
-    mask = decay_mask(params, logical_specs, decay_embeddings=bool(train_cfg.decay_embeddings),
-                      kind=str(train_cfg.get("decay_mask", "matrices")))
-    kind = str(train_cfg.get("optimizer", "adamw"))
+    mask = decay_mask(params, logical_specs, kind=str(train_cfg.decay_mask))
+    kind = str(train_cfg.optimizer)
     if kind not in OPTIMIZERS:
         raise ConfigError(f"train.optimizer: {kind!r} is not one of {OPTIMIZERS}")
     chain = []

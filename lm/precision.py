@@ -12,22 +12,52 @@ pass. Plain autodiff would not give that: the cotangent of an f32 result is f32,
 mixed f32 x bf16 dot is promoted to f32 x f32 on GPU (the two LM-head backward matmuls
 were). `dense`'s weight gradient is float32 out of the dot, so its reduction across the
 batch shards (data / fsdp) is float32 too.
+
+Every `dense` output is tagged `MATMUL` (jax.ad_checkpoint.checkpoint_name): the bf16 path is
+a custom_vjp, one opaque primitive to a remat policy, so `remat='dots'` saves by this name
+(a dot-matching policy would see no dot and recompute every projection).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from jax.ad_checkpoint import checkpoint_name
+
+MATMUL = "matmul"  # the checkpoint name of every weight matmul's output (remat='dots' saves it)
+
+log = logging.getLogger(__name__)
+_logged: set = set()
+
+
+def gpu_capability() -> float | None:
+    """The CUDA compute capability of the first device (8.0 A100, 9.0 H100), None when it is
+    not an NVIDIA GPU (a CPU lowering for "cuda" included: then nothing older is assumed)."""
+    try:
+        dev = jax.devices()[0]
+        return float(dev.compute_capability) if dev.platform == "gpu" else None
+    except Exception:  # no such attribute (ROCm) or no device
+        return None
+
 
 def resolve_dtype(name: str, platform: str | None = None) -> str:
-    """'auto' -> 'bfloat16' on gpu / tpu, 'float32' on cpu; other names unchanged."""
+    """'auto' -> 'bfloat16' on gpu / tpu, 'float32' on cpu and on GPUs older than sm80 (a T4
+    or V100 has no bf16 matmul); other names unchanged."""
     if name != "auto":
         return name
     platform = platform or jax.default_backend()
+    if platform in ("gpu", "cuda") and (gpu_capability() or 8.0) < 8.0:
+        msg = (f"model.dtype=auto: float32 on this sm{gpu_capability():.1f} GPU (bf16 needs "
+               "sm80+); cost: about 2x the activation memory and no cuDNN flash attention")
+        if msg not in _logged:
+            _logged.add(msg)
+            log.warning(msg)
+        return "float32"
     return "bfloat16" if platform in ("gpu", "cuda", "rocm", "tpu") else "float32"
 
 
@@ -51,8 +81,9 @@ def dense(spec: str, x, w, dt, out_dtype=None):
     """
     out_dtype = out_dtype or dt
     if jnp.dtype(dt) == jnp.float32:
-        return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32)
-    return _dense(spec, jnp.dtype(dt), jnp.dtype(out_dtype), x.astype(dt), w)
+        return checkpoint_name(jnp.einsum(spec, x, w, preferred_element_type=jnp.float32), MATMUL)
+    return checkpoint_name(_dense(spec, jnp.dtype(dt), jnp.dtype(out_dtype), x.astype(dt), w),
+                           MATMUL)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))

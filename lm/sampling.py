@@ -5,7 +5,7 @@ Decoder-only: one prefill call runs the whole prompt through the model with deco
 time, each step attending to the cache instead of recomputing the prefix.
 
 Encoder-decoder: the prompt is the source and the decoder continues it, as in the prefix_lm
-training objective (lm/objectives.py), where the encoder reads x_0..x_{h-1} and the decoder
+training objective (lm/objectives/language.py), where the encoder reads x_0..x_{h-1} and the decoder
 reads x_h.. with x_h as its start token: here the source is prompt[:-1] and the decoder starts
 from prompt[-1] (a one-token prompt is both the source and the start token). The encoder runs
 once; each layer's cross-attention caches the projected source.

@@ -88,17 +88,42 @@ def make_mesh(mesh_cfg, devices=None, *, batch_size: int | None = None) -> Mesh:
             sizes[free[0]] -= 1
     n = math.prod(sizes.values())
     if n < len(devices):
-        if jax.process_count() > 1:
-            raise ConfigError(
-                f"mesh {sizes} uses {n} of {len(devices)} devices; a multi-process run must "
-                "use them all (set one axis to -1)")
+        check_subset(sizes, n, len(devices), devices[0].platform, mesh_cfg)
         devices = devices[:n]
     shape = tuple(sizes[a] for a in AXES)
     types = (AxisType.Auto,) * len(AXES)
     try:  # make_mesh orders devices for the physical topology (TPU/GPU interconnect)
-        return jax.make_mesh(shape, AXES, axis_types=types, devices=devices)
+        mesh = jax.make_mesh(shape, AXES, axis_types=types, devices=devices)
     except Exception:  # e.g. a device subset that is not a topology-shaped slice
-        return Mesh(np.asarray(devices).reshape(shape), AXES, axis_types=types)
+        mesh = Mesh(np.asarray(devices).reshape(shape), AXES, axis_types=types)
+    log_start(mesh)
+    return mesh
+
+
+def check_subset(sizes, used: int, available: int, platform: str, mesh_cfg) -> None:
+    """A mesh smaller than the devices is an error on accelerators (idle GPUs are a launch
+    mistake: e.g. one process per node that sees one GPU) unless mesh.allow_subset is set;
+    always an error across processes (each must own part of the mesh). CPU host devices are
+    a split of one CPU: a subset is fine there."""
+    if jax.process_count() > 1:
+        raise ConfigError(
+            f"mesh {sizes} uses {used} of {available} devices; a multi-process run must "
+            "use them all (set one axis to -1)")
+    allowed = bool(mesh_cfg.get("allow_subset", False)) if hasattr(mesh_cfg, "get") else False
+    if platform != "cpu" and not allowed:
+        raise ConfigError(
+            f"mesh {sizes} uses {used} of {available} {platform} devices; set one axis to -1 "
+            "to use them all, or --config.mesh.allow_subset=true to leave the rest idle")
+
+
+def log_start(mesh: Mesh) -> str:
+    """One line every process logs at start: who it is, what it sees, the mesh it runs."""
+    line = (f"process {jax.process_index()}/{jax.process_count()}: "
+            f"{jax.local_device_count()} local / {jax.device_count()} global "
+            f"{mesh.devices.flat[0].platform} devices, mesh {describe(mesh)} "
+            f"over {mesh.devices.size} devices")
+    log.info(line)
+    return line
 
 
 def describe(mesh: Mesh) -> dict[str, int]:
@@ -267,10 +292,53 @@ def per_device_bytes(tree) -> int:
 def _launched_on_several() -> bool:
     """A cluster launcher started this as one of several processes (jax detects the rest)."""
     env = os.environ
-    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
+    if launch_plan(env) is not None:
         return True
     hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
     return len(hosts) > 1 or bool(env.get("MEGASCALE_COORDINATOR_ADDRESS"))
+
+
+def _int(env, *names) -> int | None:
+    for name in names:
+        value = (env.get(name) or "").split("(")[0]  # SLURM writes "8(x2)" for 8 on each of 2
+        if value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def launch_plan(env) -> dict | None:
+    """What SLURM or Open MPI says about this process, and the GPUs it should drive.
+
+    None unless a launcher started more than one process. local_device_ids: the visible GPUs
+    this process takes: all of them with one process per node, its own one with one process
+    per GPU, an even share otherwise; None when the visible GPUs are unknown (jax decides).
+    jax's own detection takes [local rank] whatever the layout, so one process per node
+    would drive one GPU of eight.
+    """
+    if (_int(env, "SLURM_NTASKS") or 1) > 1:
+        launcher, n, rank = "slurm", _int(env, "SLURM_NTASKS"), _int(env, "SLURM_PROCID") or 0
+        local_rank = _int(env, "SLURM_LOCALID") or 0
+        local_size = _int(env, "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE") or 1
+    elif (_int(env, "OMPI_COMM_WORLD_SIZE") or 1) > 1:
+        launcher, n, rank = "openmpi", _int(env, "OMPI_COMM_WORLD_SIZE"), _int(env, "OMPI_COMM_WORLD_RANK") or 0
+        local_rank = _int(env, "OMPI_COMM_WORLD_LOCAL_RANK") or 0
+        local_size = _int(env, "OMPI_COMM_WORLD_LOCAL_SIZE") or 1
+    else:
+        return None
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    gpus = len([d for d in visible.split(",") if d.strip()]) if visible else _int(env, "SLURM_GPUS_ON_NODE")
+    ids = None
+    if gpus == 1:  # the launcher bound one GPU to this process
+        ids = [0]
+    elif gpus:
+        if gpus % local_size:
+            raise ConfigError(
+                f"{launcher}: {local_size} processes on this node cannot share {gpus} visible GPUs "
+                "evenly; launch one process per node or one per GPU")
+        share = gpus // local_size
+        ids = list(range(local_rank * share, (local_rank + 1) * share)) if share < gpus else list(range(gpus))
+    return {"launcher": launcher, "num_processes": n, "process_id": rank,
+            "local_rank": local_rank, "local_size": local_size, "local_device_ids": ids}
 
 
 def maybe_initialize_distributed(coordinator_address: str | None = None,
@@ -302,7 +370,9 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
         jax.distributed.initialize(coordinator_address, num_processes, process_id)
         return True
     if _launched_on_several():
-        jax.distributed.initialize()
+        plan = launch_plan(env)
+        ids = plan and plan["local_device_ids"]
+        jax.distributed.initialize(local_device_ids=ids) if ids else jax.distributed.initialize()
         return True
     return False
 

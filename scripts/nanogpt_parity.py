@@ -82,14 +82,15 @@ def main(argv=None) -> None:
     import torch
     from model import GPT, GPTConfig  # nanoGPT's
 
-    from lm import objectives, sharding, trainer
+    from lm import runs, sharding, trainer
+    from lm.objectives.language import cross_entropy_sums
     from lm.experiment import load_config
 
     torch.manual_seed(args.seed)
     config = load_config(os.path.join(os.path.dirname(__file__), "..", "experiments",
                                       "shakespeare_char.py"), "reproduce", args.set)
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})
-    run = trainer.setup(config, mesh=mesh)
+    run = runs.setup(config, mesh=mesh)
     cfg, t = run.model_cfg, config.train
     gpt = GPT(GPTConfig(block_size=cfg.max_len, vocab_size=cfg.vocab_size, n_layer=cfg.num_layers,
                         n_head=cfg.num_heads, n_embd=cfg.d_model, dropout=0.0, bias=False))
@@ -98,7 +99,7 @@ def main(argv=None) -> None:
     init = torch_to_lm(gpt.state_dict(), cfg)
     with sharding.activate(mesh):
         params = jax.device_put(init, run.param_shardings)
-    state = trainer.init_state(run, params)
+    state = runs.init_state(run, params)
     step = trainer.make_train_step(run)
 
     data = {"train": run.dataset.tokens("train"), "val": run.dataset.tokens("valid")}
@@ -115,8 +116,8 @@ def main(argv=None) -> None:
                  "weights": ones.astype(np.float32), "segment_ids": ones}
         return jax.device_put(batch, sharding.batch_sharding(mesh))
 
-    lm_loss = jax.jit(lambda p, b: objectives.cross_entropy_sums(*objectives.forward(
-        run.model, p, b, objective="next_token", document_masking=False)[:3])["nll_sum"] / (B * T))
+    lm_loss = jax.jit(lambda p, b: cross_entropy_sums(
+        run.model.apply({"params": p}, b["inputs"]), b["targets"], b["weights"])["nll_sum"] / (B * T))
 
     def estimate_loss():  # nanoGPT's estimate_loss, both models on the same batches
         out = {}

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from lm import attention as A
-from lm import fast_attention, precision, sharding, trainer
+from lm import fast_attention, precision, runs, sharding, trainer
+from lm import workdir as workdir_files
 from lm.config import ConfigError, ModelConfig, base_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +42,7 @@ def small_config(mesh=None, data=None, **model):
 
 
 def lower_train_step(platform, config):
-    run = trainer.setup(config)
+    run = runs.setup(config)
     step = trainer.make_train_step(run)
     bs = sharding.batch_sharding(run.mesh)
     batch = {k: jax.ShapeDtypeStruct((B, T), jnp.float32 if k == "weights" else jnp.int32,
@@ -73,10 +74,15 @@ CASES = {  # name: (model overrides, data overrides)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_train_step_lowers_for_cuda_with_cudnn_flash_attention(fake_cudnn, case, monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # 'auto' resolves as on a GPU
+    # ... on a Hopper GPU (cuDNN's packed segment layout for document masking needs sm90)
+    from jax._src.cudnn import fused_attention_stablehlo as fa
+    monkeypatch.setattr(fa, "check_compute_capability", lambda capability: True)
+    monkeypatch.setattr(fast_attention, "gpu_capability", lambda: 9.0)
     model, data = CASES[case]
     text = lower_train_step("cuda", small_config(data=data, dtype="auto", **model))
-    assert {"__cudnn$fmhaSoftmax", "__cudnn$fmhaSoftmaxBackward"} <= custom_calls(text) or \
-        {"__cudnn$fmhaScaleBiasSoftmax", "__cudnn$fmhaScaleBiasSoftmaxBackward"} <= custom_calls(text)
+    # document masking too: cuDNN's packed segments, no [B,1,T,T] bias and no dbias
+    assert {"__cudnn$fmhaSoftmax", "__cudnn$fmhaSoftmaxBackward"} <= custom_calls(text)
+    assert not re.search(rf"tensor<[\dx]*{T}x{T}x", text)
     assert f32_weight_dots(text) == []
     assert "bf16" in text
 
@@ -98,7 +104,7 @@ def test_encoder_decoder_lowers_for_tpu(monkeypatch):
     config = small_config(data={"document_masking": True}, kind="encoder_decoder", num_layers=1,
                           max_len=2 * T, dtype="auto")
     config.train.objective = "prefix_lm"
-    run = trainer.setup(config)
+    run = runs.setup(config)
     step = trainer.make_train_step(run)
     batch = {k: jax.ShapeDtypeStruct((B, 2 * T), jnp.float32 if k == "weights" else jnp.int32,
                                      sharding=sharding.batch_sharding(run.mesh))
@@ -119,7 +125,8 @@ def test_backend_choice_and_dtype_policy():
     pick = lambda platform, **kw: fast_attention.choose(  # noqa: E731
         "auto", **{"dtype": jnp.bfloat16, "head_dim": 64, "q_len": 256, "kv_len": 256,
                    "decode": False, "platform": platform, **kw})
-    assert pick("tpu") == "splash" and pick("tpu", q_len=100, kv_len=100) == "xla"
+    assert pick("tpu") == "splash" and pick("tpu", q_len=100, kv_len=100) == "splash"  # padded
+    assert pick("tpu", q_len=100, kv_len=256) == "xla"
     assert pick("cpu") == "xla" and pick("tpu", decode=True) == "xla"
     assert pick("gpu", dtype=jnp.float32) == "xla"  # cuDNN flash needs bf16 / fp16
     assert pick("gpu", head_dim=60) == "xla"
@@ -182,7 +189,7 @@ def test_remat_dots_saves_no_attention_scores(capsys):
 def test_d_model_not_dividing_fsdp_is_a_named_error():
     config = small_config(mesh=dict(data=1, fsdp=8, tensor=1), d_model=100, dtype="float32")
     with pytest.raises(ConfigError, match=r"parameter .* \(embed, size 100\) .*fsdp"):
-        trainer.setup(config)
+        runs.setup(config)
 
 
 def _free_port():
@@ -213,7 +220,7 @@ def test_tensor_parallel_across_two_processes_matches_one(tmp_path):
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert "step 6: valid loss" in outs[1][0] and "valid loss" not in outs[2][0]
-    ref, got = trainer.read_metrics(tmp_path / "one"), trainer.read_metrics(tmp_path / "two")
+    ref, got = workdir_files.read_metrics(tmp_path / "one"), workdir_files.read_metrics(tmp_path / "two")
     assert [r["step"] for r in got] == [r["step"] for r in ref] == [2, 4, 6]
     np.testing.assert_allclose([r["loss"] for r in got], [r["loss"] for r in ref], rtol=1e-5)
     np.testing.assert_allclose(got[-1]["eval_loss"], ref[-1]["eval_loss"], rtol=1e-5)
@@ -235,7 +242,85 @@ def test_url_workdir_mirrors_small_files_and_checkpoints_at_the_url(tmp_path, mo
     files = {str(p.relative_to(bucket)) for p in __import__("pathlib").Path(bucket).rglob("*")}
     assert {"config.json", "metrics.jsonl", "summary.json", "checkpoints"} <= files
     assert any(f.startswith("tokenizer/") for f in files) and any(f.startswith("checkpoints/4") for f in files)
-    assert [r["step"] for r in trainer.read_metrics(bucket)] == [2, 4]
+    assert [r["step"] for r in workdir_files.read_metrics(bucket)] == [2, 4]
     monkeypatch.setenv("LM_WORKDIR_CACHE", str(tmp_path / "other_machine"))
-    _, _, params, _ = trainer.load_workdir(bucket)
+    _, _, params, _ = runs.load_workdir(bucket)
     assert jax.tree.leaves(params)[0].shape[-1] == 32
+
+
+def _grad_text_and_residuals(remat, capsys):
+    from lm.models import build_model
+    cfg = ModelConfig(d_model=32, num_heads=2, num_layers=1, max_len=32, vocab_size=16,
+                      remat=remat, dtype="bfloat16", attention_impl="einsum")
+    model = build_model(cfg)
+    tokens = jnp.zeros((2, 32), jnp.int32)
+    params = model.init(jax.random.PRNGKey(0), tokens)["params"]
+    loss = lambda p: jnp.sum(model.apply({"params": p}, tokens))  # noqa: E731
+    text = jax.jit(jax.grad(loss)).lower(params).as_text()
+    jax.ad_checkpoint.print_saved_residuals(loss, params)
+    saved = capsys.readouterr().out.splitlines()
+    weight_dots = sum(1 for line in text.splitlines()
+                      if "dot_general" in line and "batching_dims" not in line)
+    return weight_dots, saved
+
+
+def test_remat_policies_differ_in_bf16(capsys):
+    """bf16 matmuls are a custom_vjp: 'dots' must still save their outputs (by name), so it
+    recomputes no weight matmul ('none' does the same count), while 'full' recomputes the
+    forward projections of the layer (qkv, out, mlp in; the last one's output is not needed)."""
+    counts, saved = {}, {}
+    for remat in ("none", "dots", "full"):
+        counts[remat], saved[remat] = _grad_text_and_residuals(remat, capsys)
+    assert counts["dots"] == counts["none"], counts
+    assert counts["full"] >= counts["none"] + 3, counts
+    named = [s for s in saved["dots"] if "named 'matmul'" in s]
+    assert len(named) == 3, saved["dots"]  # qkv, attention out, mlp in (mlp out feeds no grad)
+    assert len(saved["full"]) < len(saved["dots"]), (saved["full"], saved["dots"])
+    # bf16 norms keep their bf16 input, not f32 copies of [B, T, D] (lm.layers.LayerNorm)
+    assert not [s for s in saved["none"] if s.startswith("f32[2,32,32]")], saved["none"]
+
+
+def test_every_fallback_logs_what_why_and_cost(caplog, fake_cudnn):
+    import logging
+    caplog.set_level(logging.WARNING)
+    fast_attention._logged.clear()
+    pick = lambda **kw: fast_attention.choose("auto", **{  # noqa: E731
+        "dtype": jnp.bfloat16, "head_dim": 64, "q_len": 256, "kv_len": 256, "decode": False,
+        "platform": "gpu", **kw})
+    assert pick(dtype=jnp.float32) == "xla" and pick(head_dim=256) == "xla"
+    assert pick(head_dim=128) == "cudnn"
+    assert pick(platform="tpu", q_len=100, kv_len=256) == "xla"
+    kernel = A.make_kernel(ModelConfig(kernel="performer", d_model=32, num_heads=2))
+    x = jnp.ones((1, 8, 2, 16))
+    A.smooth(kernel, x, x, x, causal=True, segment_ids=jnp.ones((1, 8), jnp.int32))
+    lines = [r.message for r in caplog.records]
+    expect = ["attention on GPU runs XLA, not cuDNN flash: compute dtype float32",
+              "attention on GPU runs XLA, not cuDNN flash: head_dim 256 (cuDNN flash: a multiple "
+              "of 8, <= 128 on this GPU; 256 on sm90)",
+              "attention on TPU runs XLA, not splash: 100 queries x 256 keys",
+              "PerformerKernel attention runs its exact quadratic form"]
+    for e in expect:
+        assert any(line.startswith(e) and "cost:" in line for line in lines), (e, lines)
+    assert precision.gpu_capability() is None  # a CPU host: no GPU generation assumed
+
+
+def test_splash_pads_a_length_it_does_not_take(caplog):
+    import logging
+    caplog.set_level(logging.WARNING)
+    fast_attention._logged.clear()
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.normal(size=(1, 100, 2, 64)), jnp.float32) for _ in range(3))
+    seg = jnp.asarray(np.repeat([1, 2], 50)[None], jnp.int32)
+    text = jax.jit(lambda q, k, v: fast_attention.splash_attention(
+        q, k, v, scale=0.125, segment_ids=seg, causal=True)).trace(q, k, v).lower(
+        lowering_platforms=("tpu",)).as_text()
+    assert "tpu_custom_call" in custom_calls(text) and "tensor<1x100x2x64xf32>" in text
+    assert any(r.message.startswith("splash attention pads T: T=100 is not a multiple of 128; "
+                                    "cost: 28% more") for r in caplog.records)
+
+
+def test_packed_segments_for_cudnn():
+    seg = jnp.asarray([[1, 1, 2, 2, 2, 0], [3, 3, 3, 3, 3, 3]], jnp.int32)
+    lengths, offsets = fast_attention.packed_segments(seg)
+    np.testing.assert_array_equal(lengths, [[2, 3, 1, -1, -1, -1], [6, -1, -1, -1, -1, -1]])
+    np.testing.assert_array_equal(offsets, [[0, 2, 5, -1, -1, -1, -1], [0, -1, -1, -1, -1, -1, -1]])

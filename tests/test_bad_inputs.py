@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 import lm.cli
-from lm import archive, checkpoint, experiment, guard, trainer
+from lm import archive, checkpoint, experiment, guard, runs, trainer
+from lm import workdir as workdir_files
 from lm.config import base_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,7 +118,7 @@ def world(tmp_path_factory):
     # A workdir as `lm train` leaves it, with a checkpoint of random weights.
     wd = str(root / "workdir")
     config = experiment.load_config(w["exp"], "xs")
-    run = trainer.setup(config, wd)
+    run = runs.setup(config, wd)
     with open(os.path.join(wd, "config.json"), "w") as f:
         json.dump(run.config.to_dict(), f, default=str)
     rng = np.random.default_rng(0)
@@ -327,7 +328,7 @@ def _config(steps=4, **train):
 
 
 def _params(workdir, step=None):
-    run, state = trainer.load_run(workdir, step=step)
+    run, state = runs.load_run(workdir, step=step)
     return [np.asarray(x) for x in jax.tree.leaves(state["params"])], int(state["step"])
 
 
@@ -459,7 +460,7 @@ def test_sigterm_saves_at_the_next_step_and_resumes_exactly(trained, tmp_path, m
     assert checkpoint.step_dirs(os.path.join(wd, "checkpoints")) == [2, 3]  # 3: at the signal
     monkeypatch.setattr(guard.Guard, "check_metrics", check)
     trainer.train(_config(), wd, progress=False)
-    assert [r["step"] for r in trainer.read_metrics(wd)] == [1, 2, 3, 4]
+    assert [r["step"] for r in workdir_files.read_metrics(wd)] == [1, 2, 3, 4]
     for a, b in zip(_params(trained)[0], _params(wd)[0]):
         np.testing.assert_array_equal(a, b)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
@@ -540,12 +541,12 @@ def test_workdir_remembers_where_its_data_came_from(tmp_path, monkeypatch):
     c = _config()
     c.data.update(source="files", path="data/corpus.txt", tokenizer="byte")  # relative to here
     wd = str(tmp_path / "wd")
-    run = trainer.setup(c, wd)
+    run = runs.setup(c, wd)
     with open(os.path.join(wd, "config.json"), "w") as f:
         json.dump(run.config.to_dict(), f, default=str)
     workdir_files.write_data_location(wd, run.config.data)
     ck = checkpoint.Checkpoints(wd, async_save=False)
-    ck.save(1, trainer.init_state(run), {})
+    ck.save(1, runs.init_state(run), {})
     ck.close()
     with open(os.path.join(wd, "data.json")) as f:
         assert json.load(f)["path"] == str(tmp_path / "data" / "corpus.txt")
@@ -565,7 +566,7 @@ def test_config_that_does_not_match_the_checkpoints_is_named_not_called_damaged(
     wd = str(tmp_path / "wd")
     shutil.copytree(trained, wd)
     ckpts = os.path.join(wd, "checkpoints")
-    before = snapshot(ckpts)
+    before, config_before = snapshot(ckpts), open(os.path.join(wd, "config.json")).read()
     code, _, err = lm_main("train", f"--config={_write_exp(tmp_path)}", "--config.train.optimizer=muon",
                            "--config.train.steps=6", f"--workdir={wd}", "--noprogress")
     lines = err.strip().splitlines()
@@ -574,6 +575,7 @@ def test_config_that_does_not_match_the_checkpoints_is_named_not_called_damaged(
     assert "train.optimizer: checkpoint 'adamw' vs config 'muon'" in lines[0]
     assert "damaged" not in err and not os.path.exists(os.path.join(wd, "corrupt_checkpoints"))
     assert snapshot(ckpts) == before
+    assert open(os.path.join(wd, "config.json")).read() == config_before  # the refused config is not kept
 
     with open(os.path.join(trained, "config.json")) as f:
         edited = json.load(f)

@@ -82,3 +82,46 @@ def test_configs_have_the_advertised_sizes():
     assert 0.9e9 < sizes["1b"] < 1.3e9
     with pytest.raises(ValueError, match="unknown rung"):
         nanogpt.get_config("huge")
+
+
+def test_gpu_benchmark_smoke_mode_writes_rows_and_a_table(tmp_path):
+    """python -m bench.gpu --smoke: the loss check and one model through the same functions a
+    GPU run uses (in this process: child processes would cost a JAX start each)."""
+    from bench import gpu
+    assert gpu.main(["--smoke", "--in_process", "--models=124m", "--steps=2",
+                     f"--out={tmp_path}"]) == 0
+    rows = [json.loads(line) for line in open(tmp_path / "results.jsonl")]
+    assert [r["row"]["row"] for r in rows] == ["loss_check", "124m"]
+    check, model = rows[0]["row"], rows[1]["row"]
+    assert check["ok"] and check["relative_difference"] < gpu.LOSS_TOLERANCE  # f32 == f32 here
+    assert model["tokens_per_s"] > 0 and model["compile_s"] > 0 and model["attention"] == "xla"
+    assert math.isfinite(model["final_loss"]) and "6*N" in rows[1]["results"]["flops_convention"]
+    table = open(tmp_path / "table.md").read()
+    assert "| 124m | xla |" in table and "loss_check" in table
+
+
+def test_gpu_benchmark_plans_fit_and_splits_hold_a_context():
+    from bench import gpu
+    from lm import trainer
+    for name, plan in gpu.PLANS.items():
+        c = gpu.gpt_config(name)
+        assert c.model.max_len == gpu.CONTEXT and c.train.batch_size == plan["batch_size"]
+        assert c.data.eval_tokens > gpu.CONTEXT + 1 and c.data.train_tokens > gpu.CONTEXT + 1
+        assert plan["need_gib"] is None or plan["need_gib"] < 72, name  # 80 GB, cuDNN room
+    with pytest.raises(SystemExit):
+        gpu.parse(["--models=2b"])
+
+
+def test_gpu_benchmark_child_failure_or_hang_is_a_row(monkeypatch, tmp_path):
+    import argparse
+    import sys
+    from bench import gpu
+    args = argparse.Namespace(steps=1, smoke=True, model_timeout_s=1)
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # a child that dies at once
+    row = gpu.run_child("124m", args)
+    assert row["row"] == "124m" and row["error"].startswith("exit 1")
+    hang = tmp_path / "hang"
+    hang.write_text("#!/bin/sh\nexec sleep 30\n")
+    hang.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(hang))  # a child that never answers
+    assert gpu.run_child("1b", args) == {"row": "1b", "error": "timed out after 1s"}

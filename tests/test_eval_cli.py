@@ -1,6 +1,6 @@
 """`lm eval` and `lm sample` on small workdirs, and their one-line errors for bad input.
 
-The workdirs are made the way `lm train` makes them (trainer.setup saves the tokenizer, config.json,
+The workdirs are made the way `lm train` makes them (runs.setup saves the tokenizer, config.json,
 an Orbax checkpoint) but with random weights drawn in numpy, so no training step is compiled.
 """
 
@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from lm import trainer
+from lm import runs
 from lm.checkpoint import Checkpoints
 from lm.config import base_config
 
@@ -30,7 +30,7 @@ def make_workdir(path, kind, cache):
     c.data.update(source="tinyshakespeare", tokenizer="char", path=SHAKESPEARE, data_dir=str(cache))
     c.model.update(kind=kind, max_len=16, d_model=16, num_layers=1, num_heads=2)
     c.train.update(batch_size=8, objective="next_token" if kind == "decoder" else "prefix_lm")
-    run = trainer.setup(c, str(path))
+    run = runs.setup(c, str(path))
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(run.config.to_dict(), f, default=str)
     rng = np.random.default_rng(0)

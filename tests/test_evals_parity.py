@@ -53,7 +53,7 @@ def _evaluator(name: str, max_len: int):
     from lm import models
     from lm.evals.api import Evaluator
     from lm.hf import load
-    from lm.hf.tokenizer import HFTokenizer
+    from lm.data.tokenizers import HFTokenizer
 
     path = os.path.join(PARITY if name == "llama_bos" else HF, name)
     family, cfg, _ = load.pretrained_config(path, max_len)

@@ -19,7 +19,7 @@ import pytest
 from lm import models, sampling
 from lm.hf import configs, hub, load
 from lm.hf.safetensors_io import CheckpointError, SafetensorsDir
-from lm.hf.tokenizer import HFTokenizer
+from lm.data.tokenizers import HFTokenizer
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "hf")
 FAMILIES = ["llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt_neox"]
@@ -161,7 +161,7 @@ def test_import_export_round_trip_is_exact(family, tmp_path, text_file):
 
 
 def test_init_from_fine_tunes_from_the_pretrained_weights(tmp_path, text_file):
-    from lm import trainer
+    from lm import runs, trainer
     from lm.config import base_config
 
     config = base_config()
@@ -172,7 +172,7 @@ def test_init_from_fine_tunes_from_the_pretrained_weights(tmp_path, text_file):
                         schedule="constant", eval_every=0, eval_batches=1, sample_tokens=0,
                         checkpoint_every=0)
     summary = trainer.train(config, str(tmp_path / "ft"), progress=False)
-    run, state = trainer.load_run(str(tmp_path / "ft"))
+    run, state = runs.load_run(str(tmp_path / "ft"))
     assert run.model_cfg.parallel_residual and run.model_cfg.d_model == 32
     assert run.config.data.tokenizer == "hf" and run.model_cfg.max_len == 32
     want = load.load_params(fixture("gpt_neox"), "gpt_neox", run.model_cfg)
@@ -181,7 +181,7 @@ def test_init_from_fine_tunes_from_the_pretrained_weights(tmp_path, text_file):
     # init_from an lm workdir: its newest checkpoint's params, restored into the new run.
     config.init_from, config.train.steps = str(tmp_path / "ft"), 1
     trainer.train(config, str(tmp_path / "ft2"), progress=False)
-    _, state2 = trainer.load_run(str(tmp_path / "ft2"))
+    _, state2 = runs.load_run(str(tmp_path / "ft2"))
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(state2["params"]), want)
 
 

@@ -343,3 +343,57 @@ def test_encoder_decoder_kv_cache_matches_full_forward(kw):
     first, cache = step(cache, tgt[:, :3], True)
     rest = _decode_in_steps(lambda c, t: step(c, t, False), cache, tgt[:, 3:], prefill=1)
     np.testing.assert_allclose(np.concatenate([first, rest], 1), full, atol=1e-4, rtol=1e-4)
+
+
+def _chunk_setup(tie, t=20):
+    from lm.config import ModelConfig
+    from lm.models import build_model
+    cfg = ModelConfig(d_model=32, num_heads=2, num_layers=1, max_len=t, vocab_size=96,
+                      tie_embeddings=tie, dtype="float32")
+    model = build_model(cfg)
+    rng = np.random.default_rng(0)
+    batch = {"inputs": rng.integers(0, 96, (2, t)).astype(np.int32),
+             "targets": rng.integers(0, 96, (2, t)).astype(np.int32),
+             "weights": (rng.random((2, t)) > 0.2).astype(np.float32),
+             "segment_ids": np.ones((2, t), np.int32)}
+    params = model.init(jax.random.PRNGKey(0), batch["inputs"])["params"]
+    return model, params, batch
+
+
+def _next_token_sums(model, params, batch, *, chunk, z_loss=0.0):
+    """The registry's next_token train sums with train.loss_chunk = chunk."""
+    from ml_collections import ConfigDict
+
+    from lm import objectives
+    from lm.objectives.base import Context
+    ctx = Context(model=model, train=ConfigDict(dict(z_loss=z_loss, loss_chunk=chunk)),
+                  document_masking=False)
+    return objectives.get("next_token").train_sums(ctx, params, None, batch)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_chunked_cross_entropy_matches_the_plain_one_with_gradients(tie):
+    model, params, batch = _chunk_setup(tie)
+
+    def loss(p, chunk):
+        sums, _ = _next_token_sums(model, p, batch, chunk=chunk, z_loss=1e-4)
+        return sums["nll_sum"] + sums["z_sum"], sums
+
+    (ref, ref_sums), ref_g = jax.value_and_grad(loss, has_aux=True)(params, 0)
+    (got, got_sums), got_g = jax.value_and_grad(loss, has_aux=True)(params, 8)  # 20 = 8+8+4 (padded)
+    for k in ref_sums:
+        np.testing.assert_allclose(got_sums[k], ref_sums[k], rtol=1e-5, err_msg=k)
+    for a, b in zip(jax.tree.leaves(got_g), jax.tree.leaves(ref_g)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_cross_entropy_keeps_no_full_logits_buffer():
+    model, params, batch = _chunk_setup(False, t=24)
+
+    def text(chunk):
+        f = lambda p: _next_token_sums(model, p, batch, chunk=chunk)[0]["nll_sum"]  # noqa: E731
+        return jax.jit(jax.grad(f)).lower(params).as_text()
+
+    assert "tensor<2x24x96xf32>" in text(0)  # the plain loss: [B, T, V] f32 logits
+    chunked = text(8)
+    assert "tensor<2x24x96xf32>" not in chunked and "tensor<2x8x96xf32>" in chunked

@@ -68,12 +68,12 @@ NANOGPT_DECAYED = {"embed/embedding", "pos_embed/embedding"} | {
 
 @pytest.mark.parametrize("scan", [False, True])
 def test_nanogpt_decay_mask_covers_exactly_the_two_d_weights(scan):
-    from lm import trainer, sharding
+    from lm import runs, sharding
     from test_sharding import tiny_config
 
     config = tiny_config(model__num_layers=4, model__use_bias=True, model__position="learned",
                          model__scan_layers=scan, train__decay_mask="nanogpt")
-    run = trainer.setup(config, mesh=sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}))
+    run = runs.setup(config, mesh=sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}))
     params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), run.abstract_state["params"])
     mask = _flat(optim.decay_mask(params, run.param_specs, kind="nanogpt"))
     decayed = {k for k, v in mask.items() if v}
@@ -157,7 +157,7 @@ def test_random_window_eval_is_a_fixed_estimate_and_zero_batches_is_the_whole_sp
 
 
 def test_wsd_schedule_and_muon_dimensions():
-    from lm import trainer, sharding
+    from lm import runs, sharding
     from test_sharding import tiny_config
 
     t = tiny_config().train
@@ -168,7 +168,7 @@ def test_wsd_schedule_and_muon_dimensions():
     assert float(lr(85)) == pytest.approx(0.5, abs=0.04) and float(lr(99)) == pytest.approx(0.0, abs=0.04)
 
     config = tiny_config(model__num_layers=2, model__mlp="swiglu", train__optimizer="muon")
-    run = trainer.setup(config, mesh=sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}))
+    run = runs.setup(config, mesh=sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}))
     params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), run.abstract_state["params"])
     dims = optim.muon_dimensions(params, run.param_specs)
     leaves = jax.tree_util.tree_flatten_with_path(
@@ -189,7 +189,7 @@ def test_reproduce_rung_trains_exactly_like_nanogpt():
     train step: equal to float32 round-off at every step, so lm's nanoGPT settings are its math."""
     import os
     from flax import traverse_util
-    from lm import sharding, trainer
+    from lm import runs, sharding, trainer
     from lm.experiment import load_config
 
     here = os.path.dirname(__file__)
@@ -200,14 +200,14 @@ def test_reproduce_rung_trains_exactly_like_nanogpt():
     config = load_config(os.path.join(here, "..", "experiments", "shakespeare_char.py"), "reproduce",
                          [*fx["sets"], f"data.path={shakespeare}"])
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})
-    run = trainer.setup(config, mesh=mesh)
+    run = runs.setup(config, mesh=mesh)
 
     def tree(tag):  # the fixture's "init/decoder/layer_0/..." keys as a params tree
         return traverse_util.unflatten_dict(
             {k.split("/", 1)[1]: fx[k] for k in fx.files if k.startswith(tag + "/")}, sep="/")
 
     with sharding.activate(mesh):
-        state = trainer.init_state(run, jax.device_put(tree("init"), run.param_shardings))
+        state = runs.init_state(run, jax.device_put(tree("init"), run.param_shardings))
     step = trainer.make_train_step(run)
     ones = np.ones(fx["inputs"].shape[1:], np.int32)
     losses = []

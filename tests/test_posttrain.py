@@ -13,9 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import models, objectives, trainer
+from lm import models, objectives, runs, trainer
 from lm.config import ConfigError, base_config, model_config
 from lm.data import build_dataset, pairs
+from lm.objectives import preference
+from lm.objectives.base import Context
+from test_trainer_cli import train_killed_after
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,8 +27,8 @@ def dpo_config(steps=6, **train):
     c = base_config()
     c.model.update(d_model=32, num_heads=2, num_layers=2, max_len=24)
     c.data.update(source="preference", path="synthetic:sorted", train_tokens=2048, eval_tokens=512)
-    c.train.update(objective="dpo", steps=steps, batch_size=8, eval_every=0, log_every=1,
-                   sample_tokens=0, warmup_steps=1, checkpoint_every=3, eval_batches=2, **train)
+    c.train.update(dict(dict(objective="dpo", steps=steps, batch_size=8, eval_every=0, log_every=1,
+                             sample_tokens=0, warmup_steps=1, checkpoint_every=3, eval_batches=2), **train))
     c.mesh.update(data=1, fsdp=1, tensor=1)  # one device unless a test says otherwise
     return c
 
@@ -68,10 +71,10 @@ def test_prompt_and_padding_tokens_carry_no_loss():
     model = models.build_model(mcfg)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 24), jnp.int32))["params"]
     ref = jax.tree.map(lambda x: x * 0.9, params)
-    dpo_sums = jax.jit(lambda b: objectives.dpo_sums(model, params, ref, b, beta=0.1)[0])
+    dpo_sums = jax.jit(lambda b: preference.dpo_sums(model, params, ref, b, beta=0.1)[0])
     base = dpo_sums(batch)
     changed = dict(batch)
-    for side in objectives.PAIR_SIDES:  # scramble every token after the end of each row
+    for side in preference.PAIR_SIDES:  # scramble every token after the end of each row
         pad = batch[f"{side}_segment_ids"] == 0
         changed[f"{side}_inputs"] = np.where(pad, 3, batch[f"{side}_inputs"])
         changed[f"{side}_targets"] = np.where(pad, 4, batch[f"{side}_targets"])
@@ -109,19 +112,22 @@ def test_awkward_examples_are_dropped_by_stated_rules_and_bad_input_is_one_line(
     mismatch = dpo_config()
     mismatch.data.source = "stdlib"
     with pytest.raises(ConfigError, match="go together"):
-        trainer.setup(mismatch)
+        runs.setup(mismatch)
 
 
 # ----------------------------------------------------------------------------- the DPO objective
 
+def _row_logp(model, p, batch, side, i):
+    """log p(response) of one row: one plain forward pass, summed over the weighted targets."""
+    x = batch[f"{side}_inputs"][i:i + 1]
+    lp = jax.nn.log_softmax(model.apply({"params": p}, x)[0], axis=-1)
+    t, w = batch[f"{side}_targets"][i], batch[f"{side}_weights"][i]
+    return jnp.sum(lp[jnp.arange(len(t)), t] * w)
+
+
 def _direct_dpo(model, params, ref, batch, beta, eps):
     """The formula transcribed row by row: log-probs from one plain forward pass per sequence."""
-    def logp(p, side, i):
-        x = batch[f"{side}_inputs"][i:i + 1]
-        lp = jax.nn.log_softmax(model.apply({"params": p}, x)[0], axis=-1)
-        t, w = batch[f"{side}_targets"][i], batch[f"{side}_weights"][i]
-        return jnp.sum(lp[jnp.arange(len(t)), t] * w)
-
+    logp = lambda p, side, i: _row_logp(model, p, batch, side, i)
     total = 0.0
     for i in range(len(batch["chosen_inputs"])):
         z = beta * ((logp(params, "chosen", i) - logp(ref, "chosen", i))
@@ -140,7 +146,7 @@ def test_dpo_loss_and_gradient_equal_a_direct_transcription():
     ref = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 24), jnp.int32))["params"]
 
     def ours(p):  # padding inside a row is masked by segment ids, as in training
-        return objectives.dpo_sums(model, p, ref, batch, beta=0.3, label_smoothing=0.1)[0]["dpo_sum"]
+        return preference.dpo_sums(model, p, ref, batch, beta=0.3, label_smoothing=0.1)[0]["dpo_sum"]
 
     def direct(p):  # no segment ids: causal attention alone, padding sits after the sequence
         return _direct_dpo(model, p, ref, batch, 0.3, 0.1)
@@ -189,18 +195,53 @@ def test_dpo_resumes_exactly_after_kill_9(tmp_path, straight):
         "import sys\nsys.path.insert(0, %r)\nfrom test_posttrain import dpo_config\n"
         "def get_config(arg=None):\n    return dpo_config(steps=6)\n" % os.path.dirname(__file__))
     env = dict(os.environ, PYTHONPATH=ROOT)
-    env.pop("LM_CRASH_AT_STEP", None)
 
-    def run(workdir, **extra):
+    def run(workdir):
         return subprocess.run([sys.executable, "-m", "lm", "train", f"--config={cfg_file}", f"--workdir={workdir}",
-                               "--noprogress"], cwd=ROOT, env=dict(env, **extra), capture_output=True, text=True,
-                              timeout=300)
+                               "--noprogress"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
-    killed = run(tmp_path / "a", LM_CRASH_AT_STEP="5")  # checkpoint at 3, killed after 5
+    killed = train_killed_after(5, "from test_posttrain import dpo_config\nconfig = dpo_config(steps=6)",
+                                tmp_path / "a", env)  # checkpoint at 3, killed after 5
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert run(tmp_path / "a").returncode == 0
-    _, _, resumed, _ = trainer.load_workdir(str(tmp_path / "a"), for_eval=True)
-    _, _, direct, _ = trainer.load_workdir(straight[0], for_eval=True)
+    _, _, resumed, _ = runs.load_workdir(str(tmp_path / "a"), for_eval=True)
+    _, _, direct, _ = runs.load_workdir(straight[0], for_eval=True)
     for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(direct)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert straight[1]["step"] == 6
+
+
+# ----------------------------------------------------------------------------- RPO: DPO + SFT on the chosen answer
+
+def _tiny_pair_model(c):
+    ds = build_dataset(c.data, c.model.max_len)
+    batch = {k: jnp.asarray(v) for k, v in next(ds.train_iterator(3, seed=1)).items()}
+    model = models.build_model(dataclasses.replace(model_config(c), vocab_size=ds.vocab_size))
+    init = lambda seed: model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 24), jnp.int32))["params"]
+    return model, init(0), init(1), batch
+
+
+def test_rpo_loss_is_dpo_plus_the_chosen_answers_nll_per_token_by_hand():
+    c = dpo_config(objective="rpo", rpo_alpha=0.7, dpo_beta=0.3)
+    model, params, ref, batch = _tiny_pair_model(c)
+    rpo = objectives.get("rpo")
+    sums = jax.jit(lambda p: rpo.train_sums(Context(model, c.train, False), p, ref, batch)[0])(params)
+    sft = 0.0
+    for i in range(len(batch["chosen_inputs"])):  # -log p(chosen) / its length, pair by pair
+        n = float(jnp.sum(batch["chosen_weights"][i]))
+        sft += -float(_row_logp(model, params, batch, "chosen", i)) / n if n else 0.0
+    dpo = float(_direct_dpo(model, params, ref, batch, 0.3, 0.0))
+    np.testing.assert_allclose(float(rpo.loss_sum(sums, c.train)), dpo + 0.7 * sft, rtol=1e-5)
+    np.testing.assert_allclose(float(objectives.get("dpo").loss_sum(sums, c.train)), dpo, rtol=1e-5)
+    with pytest.raises(ConfigError, match="rpo_alpha"):
+        runs.setup(dpo_config(objective="rpo", rpo_alpha=-1.0))
+
+
+def test_rpo_trains_and_the_chosen_answer_gets_likelier(tmp_path):
+    summary = trainer.train(dpo_config(steps=5, objective="rpo", checkpoint_every=0),
+                            str(tmp_path / "rpo"), progress=False)
+    first, last = summary["history"][0], summary["history"][-1]
+    # step 1: policy = reference, so the loss is ln 2 plus alpha (1.0) times the chosen NLL
+    assert first["loss"] == pytest.approx(math.log(2) + first["chosen_nll"], rel=1e-5)
+    assert last["chosen_logp"] > first["chosen_logp"] and last["loss"] < first["loss"]
+    assert "DPO part" in trainer.summary_line(summary) and summary["final"]["pairs"] > 0

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from lm import sharding, trainer
-from lm.config import ConfigError
+from lm import runs, sharding, trainer
+from lm.config import ConfigError, model_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,23 +55,23 @@ def test_cpu_batch_axis_shrinks_to_divide_the_batch():
 
 def test_divisibility_errors_name_the_problem():
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-    cfg = trainer.model_config(tiny_config(model__num_heads=2))
+    cfg = model_config(tiny_config(model__num_heads=2))
     sharding.check_divisible(cfg, 8, 1, mesh)
     with pytest.raises(ConfigError, match=r"batch_size=6 .* data\*fsdp=4"):
         sharding.check_divisible(cfg, 6, 1, mesh)
     with pytest.raises(ConfigError, match="micro-batch 2"):
         sharding.check_divisible(cfg, 8, 4, mesh)
-    odd = trainer.model_config(tiny_config(model__num_heads=1))
+    odd = model_config(tiny_config(model__num_heads=1))
     with pytest.raises(ConfigError, match="num_heads=1 is not divisible by mesh.tensor=2"):
         sharding.check_divisible(odd, 8, 1, mesh)
     # setup refuses before compiling anything
     with pytest.raises(ConfigError, match="num_heads"):
-        trainer.setup(tiny_config(model__num_heads=1, mesh__data=2, mesh__fsdp=2, mesh__tensor=2))
+        runs.setup(tiny_config(model__num_heads=1, mesh__data=2, mesh__fsdp=2, mesh__tensor=2))
 
 
 def _losses(config, batches):
-    run = trainer.setup(config)
-    state = trainer.init_state(run)
+    run = runs.setup(config)
+    state = runs.init_state(run)
     step = trainer.make_train_step(run)
     losses = []
     with sharding.activate(run.mesh):
@@ -83,7 +83,7 @@ def _losses(config, batches):
 
 def test_sharded_training_matches_one_device_and_fsdp_splits_state():
     base = tiny_config()
-    it = trainer.setup(base, mesh=sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})).dataset \
+    it = runs.setup(base, mesh=sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})).dataset \
         .train_iterator(8, seed=0)
     batches = [next(it) for _ in range(3)]
     one = tiny_config(mesh__data=1, mesh__fsdp=1, mesh__tensor=1)
@@ -101,7 +101,7 @@ def test_sharded_training_matches_one_device_and_fsdp_splits_state():
     # On an fsdp=8 mesh every parameter with an `embed` axis is split 8 ways, and Adam's
     # moments with it: per-device bytes ~ total / fsdp.
     fsdp_mesh = sharding.make_mesh({"data": 1, "fsdp": 8, "tensor": 1})
-    run = trainer.setup(tiny_config(mesh__data=1, mesh__fsdp=8, mesh__tensor=1), mesh=fsdp_mesh)
+    run = runs.setup(tiny_config(mesh__data=1, mesh__fsdp=8, mesh__tensor=1), mesh=fsdp_mesh)
     params = jax.device_put(state8["params"], run.param_shardings)
     opt = jax.device_put(state8["opt_state"], run.state_shardings["opt_state"])
     total = sum(x.nbytes for x in jax.tree.leaves(params))
@@ -111,3 +111,51 @@ def test_sharded_training_matches_one_device_and_fsdp_splits_state():
     assert per_device == pytest.approx((total - unsplit) / 8 + unsplit, rel=1e-6)
     assert per_device < 0.2 * total
     assert sharding.per_device_bytes(opt) < 2 * per_device * 1.01 + 64
+
+
+SLURM_NODE = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16", "SLURM_PROCID": "11", "SLURM_LOCALID": "3",
+              "SLURM_NODEID": "1", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}
+
+
+def test_slurm_one_task_per_gpu_drives_its_own_gpu():
+    plan = sharding.launch_plan(dict(SLURM_NODE, SLURM_NTASKS_PER_NODE="8", SLURM_TASKS_PER_NODE="8(x2)"))
+    assert plan == {"launcher": "slurm", "num_processes": 16, "process_id": 11, "local_rank": 3,
+                    "local_size": 8, "local_device_ids": [3]}
+
+
+def test_slurm_one_task_per_node_drives_all_eight_gpus():
+    # jax's own SLURM detection would take [SLURM_LOCALID] = [0]: 7 GPUs idle.
+    env = dict(SLURM_NODE, SLURM_NTASKS="2", SLURM_PROCID="1", SLURM_LOCALID="0",
+               SLURM_TASKS_PER_NODE="1(x2)")
+    plan = sharding.launch_plan(env)
+    assert plan["num_processes"] == 2 and plan["local_device_ids"] == list(range(8))
+    # GPUs known from SLURM when CUDA_VISIBLE_DEVICES is not set
+    env = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}
+    assert sharding.launch_plan(dict(env, SLURM_GPUS_ON_NODE="4"))["local_device_ids"] == [0, 1, 2, 3]
+
+
+def test_open_mpi_ranks_and_gpu_binding():
+    env = {"OMPI_COMM_WORLD_SIZE": "8", "OMPI_COMM_WORLD_RANK": "5", "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+           "OMPI_COMM_WORLD_LOCAL_SIZE": "4", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}
+    plan = sharding.launch_plan(env)
+    assert (plan["launcher"], plan["num_processes"], plan["process_id"]) == ("openmpi", 8, 5)
+    assert plan["local_device_ids"] == [2, 3]  # 4 ranks share 8 GPUs: two each
+    assert sharding.launch_plan(dict(env, CUDA_VISIBLE_DEVICES="5"))["local_device_ids"] == [0]
+    with pytest.raises(ConfigError, match="3 processes on this node cannot share 8"):
+        sharding.launch_plan(dict(env, OMPI_COMM_WORLD_LOCAL_SIZE="3"))
+    assert sharding.launch_plan({"OMPI_COMM_WORLD_SIZE": "1"}) is None
+    assert sharding.launch_plan({}) is None
+
+
+def test_a_mesh_smaller_than_the_accelerators_is_an_error_unless_asked_for(caplog):
+    from ml_collections import ConfigDict
+    cfg = ConfigDict({"data": 1, "fsdp": 1, "tensor": 1})
+    with pytest.raises(ConfigError, match="uses 1 of 8 gpu devices.*allow_subset"):
+        sharding.check_subset({"data": 1}, 1, 8, "gpu", cfg)
+    sharding.check_subset({"data": 1}, 1, 8, "gpu", ConfigDict(dict(cfg, allow_subset=True)))
+    sharding.check_subset({"data": 1}, 1, 8, "cpu", cfg)  # host devices: a split of one CPU
+    import logging
+    with caplog.at_level(logging.INFO, logger="lm.sharding"):
+        mesh = sharding.make_mesh(cfg)
+    line = [r.message for r in caplog.records if r.message.startswith("process 0/1")]
+    assert line and "mesh {'data': 1, 'fsdp': 1, 'tensor': 1} over 1 devices" in line[0]

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from lm import trackers, trainer
+from lm import workdir as workdir_files
 from lm.config import ConfigError
 from test_sharding import tiny_config
 
@@ -45,7 +46,7 @@ print(json.dumps({{m: m in sys.modules for m in ("wandb", "mlflow")}}))
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"wandb": False, "mlflow": False}
-    assert len(trainer.read_metrics(str(tmp_path / "run"))) == 2  # it did train and log
+    assert len(workdir_files.read_metrics(str(tmp_path / "run"))) == 2  # it did train and log
     assert not os.path.exists(tmp_path / "run" / "trackers.json")
 
 
@@ -95,7 +96,7 @@ def test_trainer_logs_metrics_config_and_record_id_to_wandb_and_mlflow(tmp_path,
     config = _config(["wandb", "mlflow"], tmp_path)
     with trackers.tagged(record_id="20261201-quickstart-tiny-abc123"):
         trainer.train(config, workdir, progress=False)
-    rows = trainer.read_metrics(workdir)
+    rows = workdir_files.read_metrics(workdir)
     assert [r["step"] for r in rows] == [2, 4]
     ids = json.load(open(os.path.join(workdir, "trackers.json")))
     assert set(ids) == {"wandb", "mlflow"}

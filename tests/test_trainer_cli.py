@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from lm import trainer
+from lm import runs
+from lm import workdir as workdir_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config=experiments/quickstart.py:tiny", "--config.train.sample_tokens=0",
@@ -25,7 +26,6 @@ def env(tmp_path_factory):
     e.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", PYTHONPATH=ROOT)
-    e.pop("LM_CRASH_AT_STEP", None)
     return e
 
 
@@ -34,8 +34,19 @@ def lm_train(args, env, **kw):
                           capture_output=True, text=True, timeout=300, **kw)
 
 
+def train_killed_after(step, config_code, workdir, env):
+    """Train in a subprocess whose hook SIGKILLs it after `step` (its checkpoint, if any, saved):
+    fault injection passed in, as a real kill -9 would land. config_code defines `config`."""
+    code = (f"import os, signal, sys\nsys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
+            f"from lm import trainer\n{config_code}\nhooks = trainer.Hooks()\n"
+            f"hooks.add_hook(lambda step, state: os.kill(os.getpid(), signal.SIGKILL), every={step})\n"
+            f"trainer.train(config, {str(workdir)!r}, progress=False, hooks=hooks)\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
 def params_of(workdir):
-    _, _, params, _ = trainer.load_workdir(workdir)
+    _, _, params, _ = runs.load_workdir(workdir)
     return [np.asarray(x) for x in __import__("jax").tree.leaves(params)]
 
 
@@ -51,18 +62,20 @@ def reference(tmp_path_factory, env):
 
 def test_kill_9_then_rerun_resumes_exactly(tmp_path, env, reference):
     workdir = str(tmp_path / "run")
-    crash = dict(env, LM_CRASH_AT_STEP="15")  # SIGKILL itself after step 15 (checkpoint: 10)
-    out = lm_train(TINY + [f"--workdir={workdir}"], crash)
+    sets = [a[len("--config."):] for a in TINY if a.startswith("--config.")]
+    out = train_killed_after(15, "from lm.experiment import load_config\n"  # checkpoint: 10
+                             f"config = load_config('experiments/quickstart.py', 'tiny', {sets!r})",
+                             workdir, env)
     assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
-    assert [r["step"] for r in trainer.read_metrics(workdir)] == [5, 10, 15]
+    assert [r["step"] for r in workdir_files.read_metrics(workdir)] == [5, 10, 15]
     out = lm_train(TINY + [f"--workdir={workdir}"], env)  # the same command again
     assert out.returncode == 0, out.stderr[-3000:]
-    steps = [r["step"] for r in trainer.read_metrics(workdir)]
+    steps = [r["step"] for r in workdir_files.read_metrics(workdir)]
     assert steps == [5, 10, 15, 20]
     for a, b in zip(params_of(reference), params_of(workdir)):
         np.testing.assert_array_equal(a, b)  # bitwise
-    ref = trainer.read_metrics(reference)
-    assert [r["loss"] for r in ref] == [r["loss"] for r in trainer.read_metrics(workdir)]
+    ref = workdir_files.read_metrics(reference)
+    assert [r["loss"] for r in ref] == [r["loss"] for r in workdir_files.read_metrics(workdir)]
 
 
 def _free_port():
@@ -85,7 +98,7 @@ def test_two_processes_match_one(tmp_path, env, reference):
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert "step 20: valid loss" in outs[0][0] and "valid loss" not in outs[1][0]
-    ref, got = trainer.read_metrics(reference), trainer.read_metrics(workdir)
+    ref, got = workdir_files.read_metrics(reference), workdir_files.read_metrics(workdir)
     assert [r["step"] for r in got] == [r["step"] for r in ref]
     np.testing.assert_allclose([r["loss"] for r in got], [r["loss"] for r in ref], rtol=1e-5)
     np.testing.assert_allclose(got[-1]["eval_loss"], ref[-1]["eval_loss"], rtol=1e-5)

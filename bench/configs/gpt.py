@@ -9,7 +9,8 @@ GPT-2 shapes (biases, tied embeddings, learned positions, GELU) with the vocabul
 Layers are scanned (flat compile time); the 1B model rematerialises all but the matmuls
 (remat=dots) to fit activations at context 2048. Batches are per step (global); shrink
 train.batch_size on smaller devices. The data is an order-0 Markov source over 50304 symbols
-(the benchmark feeds synthetic batches; only the vocabulary size matters).
+(the benchmark feeds synthetic batches; only the vocabulary size matters, and each split holds
+several sequences of the longest context: one needs max_len + 1 tokens).
 """
 
 from bench.configs import from_rung
@@ -24,7 +25,7 @@ RUNGS = {
 def get_config(arg: str = "124m"):
     c = from_rung("bench/configs/gpt.py", RUNGS, arg, "124m", dtype="bfloat16", scan_layers=True,
                   dropout=0.0, data_source="markov", data_markov_vocab=50304, data_markov_order=0,
-                  data_train_tokens=8192, data_eval_tokens=2048, learning_rate=6e-4, b2=0.95,
+                  data_train_tokens=16384, data_eval_tokens=8192, learning_rate=6e-4, b2=0.95,
                   grad_clip=1.0, steps=10000, warmup_steps=200)
     c.experiment.name = "bench_gpt"
     return c

@@ -11,7 +11,7 @@ from lm.archive.records import (  # noqa: F401
     find_record, finite, group_series, is_main_process, load_records, lower_is_better, meets,
     new_id, point_key, seed_noise, series_key, series_points, write_record)
 from lm.archive.verdict import (  # noqa: F401
-    BUDGET_FACTOR, CONFIDENCE, attainable, budget_target, decide_verdict, forecast_with_budget,
+    BUDGET_FACTOR, CONFIDENCE, decide_verdict,
     seed_band, trend_of)
 from lm.archive.report import (  # noqa: F401
     backtests, format_backtests, format_list, format_show, plot_backtests, plot_series,

@@ -12,7 +12,6 @@ import os
 
 import numpy as np
 
-from lm import scaling
 from lm.archive.records import finite, group_series, series_points
 from lm.archive.verdict import trend_of
 from lm.files import is_main_process
@@ -166,10 +165,6 @@ def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
             ax_l.plot(curve["compute"], curve["loss"], "k-", lw=1, label=trend.get("law_text", "law"))
             ax_l.fill_between(curve["compute"], curve["lo"], curve["hi"], color="k", alpha=0.1,
                               label="80% bootstrap (floor free or 0)")
-        elif "trend" in trend:  # compute-only fit of records without N, D
-            t = scaling.Trend(**trend["trend"])
-            grid = np.geomspace(points[0]["train_flops"] / 2, points[-1]["train_flops"] * 10, 100)
-            ax_l.plot(grid, t(grid), "k-", lw=1, label="L(C) fit")
         if trend.get("target_surrogate") is not None:
             ax_l.axhline(trend["target_surrogate"], color="C3", ls="--", label="loss the criterion needs")
         x = trend.get("compute_at_threshold")

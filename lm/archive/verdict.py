@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 
-from lm import scaling
 from lm.archive.records import (eval_noise, finite, lower_is_better, meets, seed_noise,
                                 series_key, series_points)
 from lm.scaling import forecast
@@ -49,78 +48,12 @@ CONFIDENCE = 0.9        # one-sided: the favourable end of the forecast's 80% tw
 SEED_SIGMAS = 2.0       # "within seed noise": |mean - threshold| <= 2 standard errors
 
 
-def trend_of(points: list[dict], *, target: dict | None = None, target_compute=None,
-             samples: int = 100) -> dict | None:
-    """The series' forecast (lm.scaling.forecast: L(N, D) on every eval point, sigmoid link,
-    crossing, phase changes); None when it cannot be fitted. Records without N and D
-    (hand-made, foreign) fall back to the compute-only fit L(C) of lm.scaling.compute.
+def trend_of(points: list[dict], *, target: dict | None = None, samples: int = 100) -> dict | None:
+    """The series' forecast (lm.scaling.forecast: L(N, D) on every eval point, or L(C) for records
+    without N and D; the link to the metric, crossing, phase changes, and `attainable`: the best
+    metric within BUDGET_FACTOR x the largest rung at CONFIDENCE); None when it cannot be fitted.
     target: {n, d, compute} of a run about to start (predicted as "at")."""
-    if points and all(scaling_records.n_params(p) and scaling_records.tokens(p) for p in points):
-        out = forecast.forecast(points, target=target, samples=samples)
-        if out is not None:
-            return out
-        # No L(N, D) law (e.g. pretrained rungs evaluated after one step: one point each, one
-        # token count): the compute-only fit below, compute being proportional to N there.
-    pts = [p for p in points if finite(p.get("surrogate_value"))]
-    if len({p["train_flops"] for p in pts}) < 2:
-        return None
-    crit = pts[-1]["criterion"]
-    noise = max(eval_noise(p) for p in pts)
-    if target_compute is None and target:
-        target_compute = target.get("compute")
-    out = scaling.predict([p["train_flops"] for p in pts], [p["surrogate_value"] for p in pts],
-                          [p["metric_value"] for p in pts], threshold=crit["threshold"],
-                          lower_is_better=lower_is_better(crit["comparator"]), noise=noise,
-                          target_compute=target_compute, samples=samples)
-    out.update(kind="L(C)", unpredictable=False)
-    return out
-
-
-def budget_target(points: list[dict], factor: float = BUDGET_FACTOR) -> dict | None:
-    """{n, d, compute} `factor` x the largest rung's compute along the ladder (the line through
-    the rungs' N and D that lm.scaling.forecast extrapolates along); compute only without N, D."""
-    runs = [r for r in (forecast.run_of(p) for p in points) if r is not None]
-    runs = [r for r in runs if not r.excluded and math.isfinite(r.compute) and r.usable.any()]
-    if len(runs) >= 2:
-        n, d, c = forecast.direction(runs).at(factor)
-        return dict(n=float(n), d=float(d), compute=float(c))
-    flops = [p["train_flops"] for p in points if finite(p.get("train_flops"))]
-    return dict(compute=factor * max(flops)) if flops else None
-
-
-def attainable(trend: dict | None, criterion: dict, budget: float | None) -> dict | None:
-    """{budget_compute, best, bound, confidence}: the best criterion metric the forecast reaches
-    within the budget, and the most favourable end of its interval (one-sided CONFIDENCE)."""
-    if not trend:
-        return None
-    if trend.get("attainable"):  # lm.scaling computes it itself
-        return trend["attainable"]
-    if trend.get("exactly_determined"):  # as many parameters as points: no interval to bound
-        return None
-    at = trend.get("at") or {}
-    band = at.get("metric_interval")
-    mapping = trend.get("mapping")  # the compute-only fit: a straight line surrogate -> metric
-    if band is None and mapping and at.get("surrogate_interval"):
-        band = [mapping[0] + mapping[1] * s for s in at["surrogate_interval"]]
-    best = at.get("metric")
-    if best is None and mapping and finite(at.get("surrogate")):
-        best = mapping[0] + mapping[1] * at["surrogate"]
-    if not band or not all(finite(v) for v in band):
-        return None
-    bound = min(band) if lower_is_better(criterion["comparator"]) else max(band)
-    return dict(budget_compute=budget, best=best, bound=float(bound), confidence=CONFIDENCE)
-
-
-def forecast_with_budget(points: list[dict], criterion: dict, samples: int = 100) -> dict | None:
-    """The series' forecast with `attainable` filled in (the prediction at the budget is kept
-    as `attainable`, not as `at`: no run is about to start there)."""
-    target = budget_target(points)
-    trend = trend_of(points, target=target, samples=samples)
-    if trend is None:
-        return None
-    trend["attainable"] = attainable(trend, criterion, (target or {}).get("compute"))
-    trend.pop("at", None)
-    return trend
+    return forecast.forecast(points, target=target, samples=samples, budget_factor=BUDGET_FACTOR)
 
 
 def seed_band(record: dict) -> float:
@@ -178,7 +111,7 @@ def _decide_trend(points: list[dict], crit: dict, missed: str, samples: int) -> 
         return "not_yet", f"{missed}; change {span} is within noise ({noise:.2g}): no trend yet", None
     if gain < 0:  # 9
         return "inverse", f"{missed}; worse with scale: {span}", None
-    trend = forecast_with_budget(points, crit, samples)
+    trend = trend_of(points, samples=samples)
     if trend is None:  # 10
         return "not_yet", (f"{missed}; improves {span}, but the rungs give too few usable eval "
                            "points for a scaling fit: no forecast yet"), None

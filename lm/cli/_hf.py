@@ -14,11 +14,11 @@ import jax
 def import_model(source: str, workdir: str, *, max_len: int = 0, data_source: str = "stdlib",
                  data_path: str = "", dtype: str = "float32") -> dict:
     """Builds the workdir (see module docstring); returns a summary dict."""
-    from lm import checkpoint, trainer
+    from lm import checkpoint, runs
     from lm.config import base_config
     from lm.files import atomic_write
     from lm.hf import hub, load
-    from lm.hf.tokenizer import HFTokenizer
+    from lm.data.tokenizers import HFTokenizer
 
     if not workdir:
         raise ValueError("--workdir=DIR is required")
@@ -49,8 +49,8 @@ def import_model(source: str, workdir: str, *, max_len: int = 0, data_source: st
         shutil.copyfile(os.path.join(directory, "config.json"), os.path.join(tmp, "hf", "config.json"))
         with open(os.path.join(tmp, "hf", "source.json"), "w") as f:
             json.dump({"source": source, "dir": os.path.abspath(directory), "family": family}, f)
-        run = trainer.setup(config, tmp)
-        state = trainer.init_state(run, load.load_params(directory, family, run.model_cfg,
+        run = runs.setup(config, tmp)
+        state = runs.init_state(run, load.load_params(directory, family, run.model_cfg,
                                                          run.param_shardings))
         ckpts = checkpoint.Checkpoints(tmp, keep=config.train.keep_checkpoints)
         try:
@@ -77,7 +77,7 @@ def _read_json(path: str):
 
 
 def export_workdir(workdir: str, out: str, step: int | None = None) -> dict:
-    from lm import checkpoint, trainer
+    from lm import checkpoint, runs
     from lm import workdir as workdir_files
     from lm.config import model_config
     from lm.data.tokenizers import load_tokenizer
@@ -93,7 +93,7 @@ def export_workdir(workdir: str, out: str, step: int | None = None) -> dict:
     family = source.get("family") or configs.family_for(model_config(config))
     tokenizer = load_tokenizer(os.path.join(workdir, "tokenizer"))
 
-    run, state = trainer.load_run(workdir, step=step)
+    run, state = runs.load_run(workdir, step=step)
     hf_config = configs.to_hf(run.model_cfg, family, _read_json(os.path.join(workdir, "hf", "config.json")),
                               eos_id=getattr(tokenizer, "eos_id", None))
     parent = os.path.dirname(os.path.abspath(out))

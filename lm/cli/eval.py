@@ -51,7 +51,7 @@ def _tasks(step):
 
 @one_line_errors("eval")
 def main(argv):
-    from lm import checkpoint, trainer
+    from lm import checkpoint, evaluation, runs
     from lm.evals import tasks
 
     tasks.parse_tasks(_TASKS.value)  # a clear error before touching the workdir
@@ -79,12 +79,12 @@ def main(argv):
                     return
         print(json.dumps(out, default=str))
         return
-    run, state = trainer.load_run(_WORKDIR.value, step=_CHECKPOINT.value)  # None: newest good
-    config, model, params, dataset = run.config, run.model, trainer.eval_params(state), run.dataset
+    run, state = runs.load_run(_WORKDIR.value, step=_CHECKPOINT.value)  # None: newest good
+    config, model, params, dataset = run.config, run.model, runs.eval_params(state), run.dataset
     step = run.restored_step
     if _SPLIT.value not in dataset.splits:
         raise ValueError(f"--split={_SPLIT.value!r}: the dataset has splits {list(dataset.splits)}")
-    metrics = trainer.evaluate(params, model=model, dataset=dataset, config=config, split=_SPLIT.value,
+    metrics = evaluation.evaluate(params, model=model, dataset=dataset, config=config, split=_SPLIT.value,
                                max_batches=_MAX_BATCHES.value)
     out = {"workdir": _WORKDIR.value, "split": _SPLIT.value, "checkpoint": step,
            "model": config.model.kind}
@@ -96,7 +96,6 @@ def main(argv):
         out["baselines"] = {
             "ngram": {r["order"]: r["bits_per_byte"] for r in result["ngram"]},
             "compressors": {r["compressor"]: r["bits_per_byte"] for r in result.get("compressors", [])},
-            "note": "bits per byte of the whole split (n-grams: train-split counts; compressors: "
-                    "conditional on the train text)",
+            "note": baselines.context_line(result["context"], _SPLIT.value),
         }
     print(json.dumps(out, default=str))

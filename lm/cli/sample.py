@@ -42,7 +42,7 @@ def _prompt_ids(tokenizer, prompt: str) -> np.ndarray:
 @one_line_errors("sample")
 def main(argv):
     workdir = _WORKDIR.value
-    from lm import checkpoint, sampling, trainer
+    from lm import checkpoint, runs, sampling
     from lm import workdir as workdir_files
     from lm.config import model_config
     from lm.data.tokenizers import load_tokenizer
@@ -62,7 +62,7 @@ def main(argv):
                    top_p=_TOP_P.value)
     sampling.check_request(build_model(model_config(config)), prompt, slide=True, **request)
 
-    run, state = trainer.load_run(workdir, step=_CHECKPOINT.value)  # None: the newest good one
+    run, state = runs.load_run(workdir, step=_CHECKPOINT.value)  # None: the newest good one
     model, params, dataset, step = run.model, state["params"], run.dataset, run.restored_step
     bar = None
     if len(prompt) + _MAX_NEW.value > model.cfg.max_len:  # several windows: show that it is alive

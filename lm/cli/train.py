@@ -44,11 +44,10 @@ def main(argv):
 
     if jax.process_index() == 0:
         print(trainer.summary_line(summary))
-        from lm import baselines
+        if summary["baselines"] is not None:  # computed once, at the end of trainer.train
+            from lm import baselines
 
-        base = baselines.for_run(config, _WORKDIR.value)
-        if base is not None:
-            print(baselines.beside_line(summary["final"]["bits_per_byte"], base))
+            print(baselines.beside_line(summary["final"]["bits_per_byte"], summary["baselines"]))
         if summary["sample"]:
             print("--- sample ---")
             print(summary["sample"])

@@ -105,7 +105,7 @@ class Evaluator:
         if mesh is None:
             leaf = jax.tree.leaves(params)[0]
             mesh = getattr(getattr(leaf, "sharding", None), "mesh", None)
-        if not isinstance(mesh, jax.sharding.Mesh):  # plain arrays: one device, as trainer.evaluate
+        if not isinstance(mesh, jax.sharding.Mesh):  # plain arrays: one device, as evaluation.evaluate
             mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})
             params = jax.device_put(params, sharding.replicated(mesh))
         self.mesh, self.params = mesh, params
@@ -121,7 +121,7 @@ class Evaluator:
 
     @classmethod
     def from_run(cls, run, params, *, batch_size: int | None = None):
-        """From a trainer Run (lm.trainer.setup / load_run) and its params."""
+        """From a trainer Run (lm.runs.setup / load_run) and its params."""
         micro = run.config.train.batch_size // max(run.config.train.grad_accum, 1)
         return cls(run.model, params, run.dataset.tokenizer, batch_size=batch_size or micro,
                    mesh=run.mesh)
@@ -129,9 +129,9 @@ class Evaluator:
     @classmethod
     def from_workdir(cls, workdir: str, *, step: int | None = None, batch_size: int | None = None):
         """From a trained workdir (newest checkpoint by default)."""
-        from lm import trainer  # lazily: the trainer's eval hook imports this module
+        from lm import runs
 
-        run, state = trainer.load_run(workdir, step=step)
+        run, state = runs.load_run(workdir, step=step)
         ev = cls.from_run(run, state["params"], batch_size=batch_size)
         ev.step = getattr(run, "restored_step", step)  # the checkpoint actually loaded
         return ev

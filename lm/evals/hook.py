@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from lm.evals import runner, tasks as tasks_lib
+from lm.evals.api import Evaluator
 
 
 class TaskEval:
@@ -21,8 +22,6 @@ class TaskEval:
                              seed=int(e.seed), sample_temperature=float(e.sample_temperature))
 
     def __call__(self, params) -> dict:
-        from lm.evals.api import Evaluator
-
         if self.ev is None:
             self.ev = Evaluator.from_run(self.run, params)
         else:

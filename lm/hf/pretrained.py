@@ -86,7 +86,7 @@ def _copy_tokenizer(info: dict, target: str, vocab_size: int) -> None:
 
         load_tokenizer(os.path.join(info["dir"], "tokenizer")).save(target)
         return
-    from lm.hf.tokenizer import HFTokenizer
+    from lm.data.tokenizers import HFTokenizer
 
     tok = HFTokenizer.from_model_dir(info["dir"], vocab_size=vocab_size)
     if tok.vocab_size > vocab_size:

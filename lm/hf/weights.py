@@ -2,7 +2,7 @@
 
 Each `Entry` names an lm parameter path (as in the params pytree), the HF tensors it is made of
 (canonical names, as `transformers` saves them), `to_lm` (HF arrays -> the lm array) and `to_hf`
-(the lm array -> HF arrays, exactly inverse). Layouts (DESIGN.md): torch Linear weights are
+(the lm array -> HF arrays, exactly inverse). Layouts (docs/DESIGN.md): torch Linear weights are
 [out, in], GPT-2's Conv1D is [in, out]; lm keeps heads as an axis ([D, H, E], [H, E, D]), stacks
 k/v as [D, 2, K, E] (q/k/v as [D, 3, H, E] when K = H) and SwiGLU's (gate, up) as [D, 2, F].
 GPT-NeoX's fused query_key_value is per-head interleaved: rows [H, 3, E].

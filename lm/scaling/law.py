@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from lm.scaling.fitting import one_blas_thread
+
 HUBER_DELTA = 1e-3
 
 
@@ -111,6 +113,22 @@ def fit_law(n, d, loss, *, floor: bool = True, per_n: bool | None = None,
 
     bounds = {"e": (-20.0, math.log(y_min)), "a0": (-20.0, 10.0), "a": (0.0, 3.0),
               "b0": (-20.0, 10.0), "b": (0.0, 3.0)}
+    starts = _starts(names, bounds, start, n0, d0, y, floor, per_n)
+    with one_blas_thread():
+        best = _minimize(optimize, objective, starts, [bounds[k] for k in names])
+    if best is None:
+        raise ValueError("law fit failed")
+    e, a0, a, b0, b = unpack(best.x)
+    law = Law(E=math.exp(e) if e is not None else 0.0, A=math.exp(a0) if a0 is not None else 0.0,
+              a=float(a), B=math.exp(b0), b=float(b), n0=n0, d0=d0, floor=floor, per_n=bool(per_n))
+    r = np.log(law(n, d)) - ly
+    return dataclasses.replace(law, resid=float(np.sqrt(np.mean(r * r))))
+
+
+def _starts(names, bounds, start, n0, d0, y, floor, per_n) -> list:
+    """Start points: `start`'s parameters moved to the new N0, D0, else a grid over the floor's
+    share of the best loss and the two exponents."""
+    y_min = float(y.min())
     starts = []
     if start is not None:
         s = {"e": math.log(max(start.E, 1e-8)), "a0": math.log(max(start.A, 1e-8)), "a": start.a,
@@ -131,28 +149,7 @@ def fit_law(n, d, loss, *, floor: bool = True, per_n: bool | None = None,
                     break
             if not floor:
                 break
-    best = None
-    with _one_blas_thread():
-        best = _minimize(optimize, objective, starts, [bounds[k] for k in names])
-    if best is None:
-        raise ValueError("law fit failed")
-    e, a0, a, b0, b = unpack(best.x)
-    law = Law(E=math.exp(e) if e is not None else 0.0, A=math.exp(a0) if a0 is not None else 0.0,
-              a=float(a), B=math.exp(b0), b=float(b), n0=n0, d0=d0, floor=floor, per_n=bool(per_n))
-    r = np.log(law(n, d)) - ly
-    return dataclasses.replace(law, resid=float(np.sqrt(np.mean(r * r))))
-
-
-def _one_blas_thread():
-    """L-BFGS-B calls BLAS on 5-vectors; threaded OpenBLAS on a busy machine makes each call
-    milliseconds (25x slower fits measured on 2 shared cores). threadpoolctl is optional."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    return starts
 
 
 def _minimize(optimize, objective, starts, bounds):

@@ -59,8 +59,9 @@ class Link:
         return f"metric = {lo:.3g} + ({hi:.3g} - {lo:.3g}) sigmoid(-{k:.3g} (L - {l0:.4g}))"
 
 
-def fit_link(loss, metric, *, loss_like: bool, chance: float = 0.0) -> Link | None:
-    """Fit the link on (surrogate, metric) pairs; None when they cannot determine it."""
+def fit_link(loss, metric, *, loss_like: bool, chance: float = 0.0, start: Link | None = None) -> Link | None:
+    """Fit the link on (surrogate, metric) pairs; None when they cannot determine it. `start`:
+    one start from that link (bootstrap refits) instead of the grid."""
     s = np.asarray(loss, dtype=np.float64)
     m = np.asarray(metric, dtype=np.float64)
     ok = np.isfinite(s) & np.isfinite(m)
@@ -85,6 +86,12 @@ def fit_link(loss, metric, *, loss_like: bool, chance: float = 0.0) -> Link | No
     spread = max(float(np.std(s)), 1e-3)
 
     def starts():
+        if start is not None and start.kind == "sigmoid":
+            p0 = list(start.p[1:]) if free_hi else list(start.p[2:])
+            lb, ub = [lo + 1e-6, 1e-6, s.min() - 10 * spread], [top, 1e4 / spread, s.max() + 10 * spread]
+            lb, ub = (lb, ub) if free_hi else (lb[1:], ub[1:])
+            yield [min(max(v, a), b) for v, a, b in zip(p0, lb, ub)], lb, ub
+            return
         for l0 in np.quantile(s, [0.2, 0.5, 0.8]):
             for k in (1.0 / spread, 5.0 / spread):
                 p0 = [min(max(float(m.max()), lo + 1e-3), top), k, float(l0)]
