@@ -99,6 +99,12 @@ def test_a_floor_above_the_criterion_is_failed_with_its_confidence():
     assert trend["attainable"]["confidence"] == 0.9 and "90% bound" in reason
 
 
+def test_two_rungs_never_fail_a_series():
+    runs = ladder(0.8)  # the floor is above the criterion, but two rungs cannot pin a floor
+    verdict, reason, trend = archive.decide_verdict(runs[1], runs[:1], samples=30)
+    assert verdict == "not_yet" and "3 rungs are needed to pin a floor" in reason, reason
+
+
 def test_series_are_separate_per_variant_and_skip_broken():
     other = rec("xs", 1e10, 3.0, variant="model.kernel=linear")
     broken = dict(rec("xs", 1e10, 3.0), verdict="broken", metric_value=None)

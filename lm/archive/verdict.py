@@ -25,13 +25,13 @@ in this order:
                  does not need a loss <= 0): the metric is not a smooth function of the trend.
 12. failed:      the most favourable end of the 90% interval of the best criterion metric
                  attainable within the budget misses the criterion ("excluded at 90% within
-                 1000x the largest rung"), printed with the confidence and the budget. A fit
-                 with as many parameters as points has no interval, so it cannot fail a series.
+                 1000x the largest rung"), printed with the confidence and the budget. Only
+                 from MIN_RUNGS_TO_FAIL rungs at different compute: two rungs cannot pin a
+                 floor (a law has three or more parameters), so their bound is no evidence.
 13. not_yet:     otherwise: a pass within the budget is not excluded (the reason gives the
                  predicted crossing, or the attainable bound).
 
-`attainable` reads the forecast's own `attainable` field when lm.scaling provides one, and
-otherwise derives it from the forecast's prediction at the budget along the ladder.
+`attainable` is the forecast's own field (lm.scaling.forecast).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from lm.scaling import records as scaling_records
 BUDGET_FACTOR = 1000.0  # failed only if a pass is excluded within this x the largest rung
 CONFIDENCE = 0.9        # one-sided: the favourable end of the forecast's 80% two-sided interval
 SEED_SIGMAS = 2.0       # "within seed noise": |mean - threshold| <= 2 standard errors
+MIN_RUNGS_TO_FAIL = 3   # rungs at different compute before a forecast may say "failed"
 
 
 def trend_of(points: list[dict], *, target: dict | None = None, samples: int = 100) -> dict | None:
@@ -119,7 +120,8 @@ def _decide_trend(points: list[dict], crit: dict, missed: str, samples: int) -> 
     if trend.get("unpredictable") and not (need is not None and need <= 0):  # 11
         return "not_yet", f"{missed}; improves with scale {span}; {trend['reason']}", trend
     att = trend.get("attainable")
-    if att and not meets(att["bound"], crit["comparator"], crit["threshold"]):  # 12
+    enough = len({p["train_flops"] for p in points}) >= MIN_RUNGS_TO_FAIL
+    if att and enough and not meets(att["bound"], crit["comparator"], crit["threshold"]):  # 12
         return "failed", (f"{missed}; improves {span}, but a pass is excluded at "
                           f"{att['confidence']:.0%} confidence within {BUDGET_FACTOR:.0f}x the "
                           f"largest rung ({att['budget_compute']:.3g} FLOPs): best attainable "
@@ -127,6 +129,8 @@ def _decide_trend(points: list[dict], crit: dict, missed: str, samples: int) -> 
                           f"{trend['reason']}"), trend
     bound = (f"; {att['confidence']:.0%} bound within {BUDGET_FACTOR:.0f}x: {att['bound']:.4g}" if att
              else "; no interval to exclude a pass with (too few points, or no link to the loss)")
+    if att and not enough:
+        bound += f" (not evidence yet: {MIN_RUNGS_TO_FAIL} rungs are needed to pin a floor)"
     return "not_yet", f"{missed}; improves with scale {span}; {trend['reason']}{bound}", trend  # 13
 
 
