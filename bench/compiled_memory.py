@@ -64,9 +64,9 @@ def step_memory(config, devices, platform: str = "tpu") -> dict:
     """Compile the train step of `config` over `devices` and return XLA's per-device bytes."""
     import jax
     import jax.numpy as jnp
-    from lm import sharding, trainer
+    from lm import runs, sharding, trainer
     with as_platform(platform):
-        run = trainer.setup(config, mesh=sharding.make_mesh(config.mesh, jax.devices("cpu")[:len(devices)]))
+        run = runs.setup(config, mesh=sharding.make_mesh(config.mesh, jax.devices("cpu")[:len(devices)]))
         run = retarget(run, devices)
         step = trainer.make_train_step(run)
         b, t = int(config.train.batch_size), int(run.seq_len)

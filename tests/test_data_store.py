@@ -304,7 +304,7 @@ def test_corrupt_workdir_tokenizer_replaced_or_refused(tmp_path):
 
 def test_resume_refuses_another_vocab_size(tmp_path):
     from lm.config import base_config
-    from lm.trainer import _check_workdir
+    from lm.runs import _check_workdir
 
     config = base_config()
     config.data.vocab_size = 1000
