@@ -20,6 +20,7 @@ import numpy as np
 
 from lm.evals import criteria
 from lm.files import is_main_process
+from lm.scaling.records import finite  # noqa: F401  (one definition; archive users import it here)
 
 SCHEMA = "lm.record/1"
 DEFAULT_ARCHIVE = os.path.join("experiments", "archive")
@@ -151,10 +152,6 @@ def series_key(record: dict) -> tuple:
 
 def point_key(record: dict) -> tuple:
     return (record.get("rung"), tuple(record.get("scale_overrides", [])))
-
-
-def finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def series_points(records: list[dict]) -> list[dict]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 
-def _finite(x) -> bool:
+def finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -43,11 +43,11 @@ def record_fields(config, summary: dict, vocab_size: int | None) -> dict:
 def n_params(rec: dict) -> float | None:
     """Non-embedding parameters N: stored, else inverted from flops_per_token and the config."""
     n = rec.get("num_params_nonembed")
-    if _finite(n) and n > 0:
+    if finite(n) and n > 0:
         return float(n)
     fpt, m = rec.get("flops_per_token"), (rec.get("config") or {}).get("model") or {}
     vocab = rec.get("vocab_size") or m.get("vocab_size")
-    if not (_finite(fpt) and vocab and m.get("d_model") and m.get("num_heads")):
+    if not (finite(fpt) and vocab and m.get("d_model") and m.get("num_heads")):
         return None
     head = m.get("head_dim") or m["d_model"] // m["num_heads"]
     layers = m.get("num_layers", 0)
@@ -60,7 +60,7 @@ def n_params(rec: dict) -> float | None:
 def tokens(rec: dict) -> float | None:
     """Training tokens D."""
     d = rec.get("tokens", rec.get("tokens_seen"))
-    return float(d) if _finite(d) and d > 0 else None
+    return float(d) if finite(d) and d > 0 else None
 
 
 def schedule(rec: dict) -> dict:
@@ -85,7 +85,7 @@ def incapable(rec: dict) -> str | None:
     """Why a rung structurally cannot meet the criterion (None: it can)."""
     need = required_context(rec)
     have = ((rec.get("config") or {}).get("model") or {}).get("max_len")
-    if need and _finite(have) and have < need:
+    if need and finite(have) and have < need:
         return f"context {have} is shorter than the {need} tokens the task needs"
     return None
 
