@@ -331,3 +331,22 @@ def test_external_runs_backtest_is_calibrated_on_a_slice():
     s = backtest.summarize(rows)
     assert s["predictions"] > 20 and s["next_rung_pct"] < 5.0
     assert 0.4 <= s["coverage"] <= 1.0 and s["width_pct"] < 30.0
+
+
+def test_two_rungs_measure_the_laws_miss_on_the_top_rungs_own_curve():
+    """Two rungs cannot hold out a compute level; the second half of the top rung's curve is held
+    out instead. A curve that bends away from the law there (a loss falling faster than any power
+    law, as in a task being learned) must widen the interval of the next rung; a clean one not."""
+    link, _ = link_crossing_at(50.0)
+    clean = synth_series(link, ns=NS[:2])
+    f = forecast.forecast(clean, samples=20, target=dict(n=NS[2], d=TPP * NS[2], compute=6.0 * NS[2] * TPP * NS[2]))
+    miss = f["holdout_miss"]
+    assert miss["rung"] == "n1 (second half)" and miss["factor"] == pytest.approx(2.0)
+    assert miss["log_error"] < 0.01
+    bent = [dict(r, history=[dict(h) for h in r["history"]]) for r in clean]
+    for h in bent[1]["history"][4:]:  # the top rung's second half falls 3x faster than the law
+        h["eval_loss"] *= 0.6 ** (h["step"] / 400 - 1)
+    bent[1]["surrogate_value"] = bent[1]["history"][-1]["eval_loss"]
+    g = forecast.forecast(bent, samples=20, target=dict(n=NS[2], d=TPP * NS[2], compute=6.0 * NS[2] * TPP * NS[2]))
+    assert g["holdout_miss"]["log_error"] > 0.2
+    assert g["at"]["log_sd"] > 5 * f["at"]["log_sd"]

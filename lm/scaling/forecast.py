@@ -7,8 +7,9 @@
 4. Uncertainty: an ensemble of (law, link) pairs, the law refitted on rungs and eval points
    resampled (half with a free floor, half without), the link on resampled (surrogate, metric)
    pairs; every predicted loss also gets a log-normal scatter of the fit's residual, the seed
-   spread (records run with --seeds) and the law's miss on the largest rung when fitted without
-   it, grown with the extrapolation (`_holdout_miss`; a prior below three rungs), and every
+   spread (records run with --seeds) and the law's miss on what it was not fitted on, grown with
+   the extrapolation (`_holdout_miss`: the top compute level, or with two rungs the second half
+   of the top rung's own eval curve; a prior when neither exists), and every
    predicted metric the link's own scatter and the seeds' metric spread.
 5. Crossing: the ladder direction is the line through the rungs' final (log N, log D); along it
    compute grows as C_top * s. The crossing is the cheapest s at which the law, mapped through
@@ -38,9 +39,9 @@ from lm.scaling.runs import BURN_IN, Run, metric_keys, run_of  # noqa: F401  (th
 NEVER_FACTOR = 100    # "never within 100x" the largest rung's compute
 BUDGET_FACTOR = 1000  # attainable: within this factor of the largest rung's compute
 CONFIDENCE = 0.9      # attainable: the interval whose favourable end is the bound
-# Below three rungs the law's own miss cannot be measured: a prior log-error per decade of
-# extrapolation in N x D (a round guess; the held-out misses on the external runs,
-# lm.scaling.external, are of this order: 1-2% at 2-8x compute).
+# When the law's own miss cannot be measured (two rungs of one eval each): a prior log-error per
+# decade of extrapolation in N x D. Learned from the external runs (lm.scaling.external): the
+# RMS per decade of the two-level forecasts' log errors there is 0.024 (their median 0.005).
 PRIOR_SD_PER_DECADE = 0.02
 # A law without a floor joins the ensemble (the optimistic reading) unless it fits clearly worse:
 # log residual above twice the floored fit's plus this slack.
@@ -184,10 +185,24 @@ def _ensemble(s: Series, mains, link, samples: int, rng) -> list[tuple]:
 
 
 def _holdout_miss(runs: list[Run], per_n: bool, starts=(None, None)) -> dict | None:
-    """How far the law misses the top compute level (the runs within 2x of the largest) when
-    fitted without it: RMS log error e1 at extrapolation f1 (geometric mean N x D of the held-out
-    runs over the largest of the others). The bootstrap alone only sees parameter noise, not a
-    law that bends differently beyond the data. Needs two levels below."""
+    """How far the law misses what it was not fitted on: RMS log error e1 at extrapolation f1.
+    The bootstrap alone only sees parameter noise, not a law that bends differently beyond the
+    data. With two compute levels below the top one, the top level is held out
+    (`_level_miss`); with fewer, the second half of the largest rung's own eval curve
+    (`_curve_miss`: how the law extrapolates in D); None when neither can be measured."""
+    return _level_miss(runs, per_n, starts) or _curve_miss(runs, per_n, starts)
+
+
+def _miss(law, held: list[Run], f1: float, name: str) -> dict | None:
+    if law is None or f1 < 1.2:
+        return None
+    e = np.array([math.log(law(r.n, r.d_final) / r.final_loss) for r in held])
+    return dict(rung=name, log_error=float(np.sqrt(np.mean(e * e))), factor=float(f1))
+
+
+def _level_miss(runs: list[Run], per_n: bool, starts) -> dict | None:
+    """The top compute level (the runs within 2x of the largest) held out: f1 is the geometric
+    mean N x D of the held-out runs over the largest of the others."""
     c_top = max(r.compute for r in runs)
     held = [r for r in runs if r.compute > c_top / 2.0]
     inner = [r for r in runs if r.compute <= c_top / 2.0]
@@ -196,21 +211,29 @@ def _holdout_miss(runs: list[Run], per_n: bool, starts=(None, None)) -> dict | N
     if not per_n and len({r.n for r in inner}) < 2:
         return None
     fl, plain = _fit_both(*_fit_points(inner), per_n, starts)  # from the full fit: near, and cheap
-    law = fl or plain
-    if law is None:
-        return None
-    e = np.array([math.log(law(r.n, r.d_final) / r.final_loss) for r in held])
     f1 = math.exp(np.mean([math.log(r.n * r.d_final) for r in held])) / max(r.n * r.d_final for r in inner)
-    if f1 < 1.2:
+    return _miss(fl or plain, held, f1, max(held, key=lambda r: r.compute).name)
+
+
+def _curve_miss(runs: list[Run], per_n: bool, starts) -> dict | None:
+    """The largest rung's evals past half its tokens held out (it keeps at least two usable evals
+    before): the law's miss at its final eval, f1 = its final tokens over the last kept eval's."""
+    top = max(runs, key=lambda r: r.compute)
+    keep = top.usable & (top.d <= top.d_final / 2.0)
+    if keep.sum() < 2:
         return None
-    return dict(rung=max(held, key=lambda r: r.compute).name, log_error=float(np.sqrt(np.mean(e * e))),
-                factor=float(f1))
+    inner = [r for r in runs if r is not top] + [dataclasses.replace(top, usable=keep)]
+    try:
+        fl, plain = _fit_both(*_fit_points(inner), per_n, starts)
+    except ValueError:
+        return None
+    return _miss(fl or plain, [top], top.d_final / float(top.d[keep].max()), f"{top.name} (second half)")
 
 
 def log_sd(runs, main, miss, nd: float) -> float:
     """The log-normal scatter of a predicted loss at N x D = nd beyond the fitted points: the
     fit's residual, the seed spread and the law's miss, grown with the extrapolation (the
-    held-out miss e1 at f1 scales as log f / log f1; below three rungs a prior per decade)."""
+    held-out miss e1 at f1 scales as log f / log f1; without one, a prior per decade)."""
     f = max(nd / max(r.n * r.d_final for r in runs), 1.0)
     seed = max((r.seed_sd / r.final_loss for r in runs if r.final_loss > 0), default=0.0)
     if miss is not None:
