@@ -56,20 +56,23 @@ def series(runs: list[Run], threshold: float) -> fc.Series:
                      threshold=threshold, chance=0.0)
 
 
-def crossings(lv: list[list[Run]]) -> list[dict]:
+def crossings(lv: list[list[Run]], samples: int = 30, seed: int = 0) -> list[dict]:
     """For each prefix (>= 2 levels) and each later level h: the predicted compute at which the
-    loss reaches level h's best, over the cheapest run that reached it."""
+    loss reaches level h's best (the ensemble's median crossing, as the archive's forecasts),
+    over the cheapest run that reached it."""
     every = [r for level in lv for r in level]
     rows = []
     for j in range(2, len(lv)):
         prefix = [r for level in lv[:j] for r in level]
-        f = fc._forecast(series(prefix, 0.0), None, 0, 0, fc.BUDGET_FACTOR)
-        law, dirn = fc.law_mod.Law(**f["law"]), fc.Direction(**f["direction"])
+        s_prefix = series(prefix, 0.0)
+        mains = fc._fit_both(*fc._fit_points(prefix), False)
+        ens = fc._ensemble(s_prefix, mains, None, samples, np.random.default_rng(seed))
+        dirn = fc.direction(prefix)
         for h in range(j, len(lv)):
             thr = min(r.final_loss for r in lv[h])
             actual = min(r.compute for r in every if r.final_loss <= thr)
-            s = fc.crossing_s(law, dirn, thr)
-            pred = s * dirn.c_top if s is not None else math.inf
+            s = float(np.median(fc.member_crossings(ens, dirn, lambda _: thr)))
+            pred = s * dirn.c_top if math.isfinite(s) else math.inf
             rows.append(dict(prefix_levels=j, level=h, threshold=thr, actual=actual, pred=pred,
                              factor=pred / actual, next_rung=h == j))
     return rows
@@ -80,7 +83,7 @@ def run(samples: int = 60, path: str = DATA) -> dict:
     runs = load(path)
     lv = levels(runs)
     rows = bt.backtest_levels(series(runs, 0.0), lv, samples=samples)  # each fit holds BLAS to one thread
-    cross = crossings(lv)
+    cross = crossings(lv, samples)
     summary = bt.summarize(rows)
     errs = [max(c["factor"], 1 / c["factor"]) if 0 < c["factor"] < math.inf else math.inf for c in cross]
     summary["crossing_factor"] = float(np.median(errs)) if errs else None

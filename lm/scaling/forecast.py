@@ -13,7 +13,8 @@
    predicted metric the link's own scatter and the seeds' metric spread.
 5. Crossing: the ladder direction is the line through the rungs' final (log N, log D); along it
    compute grows as C_top * s. The crossing is the cheapest s at which the law, mapped through
-   the link, meets the criterion; its interval comes from the ensemble; "never within 100x" is
+   the link, meets the criterion: the median over the ensemble (the main fit's when the points
+   determine the law exactly); its interval comes from the ensemble; "never within 100x" is
    the share of members that do not cross below 100 x the largest rung's compute.
 6. Attainable: the best metric within `budget_factor` x the largest rung's compute along the
    ladder and the favourable end of its 90% interval (`bound`): a verdict of failed needs the
@@ -295,12 +296,19 @@ def attainable(s: Series, ens, main, link, dirn, miss, flagged, l_star, budget_f
                 impossible=impossible, budget_factor=float(budget_factor), n=n, d=d)
 
 
+def member_crossings(ens, dirn: Direction, target_of) -> list[float]:
+    """Each ensemble member's crossing factor s (inf: never in the grid); target_of(link) is the
+    loss the member's link needs."""
+    out = []
+    for b, bl in ens:
+        x = crossing_s(b, dirn, target_of(bl))
+        out.append(math.inf if x is None else x)
+    return out
+
+
 def _crossing(out, s: Series, ens, main, link, dirn, l_star):
     s_main = crossing_s(main, dirn, l_star)
-    b_s = []
-    for b, bl in ens:
-        x = crossing_s(b, dirn, bl.target(s.threshold, s.lower) if bl is not None else None)
-        b_s.append(math.inf if x is None else x)
+    b_s = member_crossings(ens, dirn, lambda bl: bl.target(s.threshold, s.lower) if bl is not None else l_star)
     n_par = (0 if s.per_n else 2) + 2 + (1 if main.floor else 0)
     exact = out["points"] <= n_par  # as many parameters as points: resampling cannot move the fit
     out["exactly_determined"] = bool(exact)
@@ -311,6 +319,11 @@ def _crossing(out, s: Series, ens, main, link, dirn, l_star):
         lo, hi = np.percentile(np.minimum(arr, 1e300), [10, 90])  # inf (never) stays last
         lo, hi = (math.inf if v >= 1e290 else float(v) for v in (lo, hi))  # never: beyond the grid
         out["interval"] = [float(lo * dirn.c_top), float(hi * dirn.c_top)]  # inf: never
+        # the point estimate is the ensemble's median crossing, not the main fit's: on a short
+        # ladder one rung above the trend pulls the floored fit's floor up and its crossing far
+        # out ("never"), while half the members read the same rungs without a floor
+        med = float(np.median(arr))
+        s_main = med if math.isfinite(med) else None
     if s_main is not None:
         nn, dd, cc = dirn.at(s_main)
         out.update(compute_at_threshold=float(cc), at_threshold=dict(n=float(nn), d=float(dd)))
