@@ -196,6 +196,14 @@ def test_backtest_reports_known_errors():
     assert s["met"]["next_rung_pct"] is (s["next_rung_pct"] <= 3.0)
     text = archive.format_backtests([(archive.series_key(recs[0]), rows)])
     assert "| n4 | n0, n1, n2, n3 |" in text and "NOT met" in text
+    assert not backtest.collapses(rows) and "collapses" not in text  # one kind: no split
+    # a second series whose loss falls 20x (a task being learned) is summarised apart
+    fall = [dict(r, history=[dict(h, eval_loss=h["eval_loss"] * 0.2 ** i) for h in r["history"]],
+                 surrogate_value=r["surrogate_value"] * 0.2 ** i, experiment="falls") for i, r in enumerate(recs)]
+    rows_fall = backtest.backtest(archive.series_points(fall), samples=4)
+    assert backtest.collapses(rows_fall) and rows_fall[0]["series_loss_span"] > 10
+    both = archive.format_backtests([(archive.series_key(recs[0]), rows), (archive.series_key(fall[0]), rows_fall)])
+    assert "### Series whose loss collapses" in both and "### Series whose loss stays within 10x" in both
 
 
 def test_old_records_still_load_list_and_report(tmp_path):

@@ -261,6 +261,14 @@ def format_backtests(results: list[tuple]) -> str:
     if not results:
         return "No series has three or more capable rungs with N and D: nothing to backtest.\n"
     parts += ["### All series together", "", backtest_mod.format_summary(backtest_mod.summarize(every)), ""]
+    collapsing = [rows for _, rows in results if backtest_mod.collapses(rows)]
+    if collapsing and len(collapsing) < len(results):  # the two kinds apart, so neither hides the other
+        smooth = [r for _, rows in results if not backtest_mod.collapses(rows) for r in rows]
+        parts += [f"### Series whose loss stays within {backtest_mod.COLLAPSE:g}x across rungs", "",
+                  backtest_mod.format_summary(backtest_mod.summarize(smooth)), "",
+                  f"### Series whose loss collapses (falls more than {backtest_mod.COLLAPSE:g}x: a task "
+                  "being learned; a % error on a loss near 0 is unbounded)", "",
+                  backtest_mod.format_summary(backtest_mod.summarize([r for rows in collapsing for r in rows])), ""]
     return "\n".join(parts)
 
 

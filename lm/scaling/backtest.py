@@ -98,8 +98,20 @@ def backtest(points: list[dict], *, samples: int = 60, seed: int = 0) -> list[di
                 continue
             only = None if not label else {id(runs[-1])}
             got = backtest_levels(s, [[r] for r in runs], only=only, samples=samples, seed=seed)
-            rows += [dict(r, recipe=label) for r in got]
+            losses = [r.final_loss for r in runs if r.final_loss > 0]
+            span = max(losses) / min(losses) if losses else 1.0
+            rows += [dict(r, recipe=label, series_loss_span=span) for r in got]
     return rows
+
+
+# A series whose surrogate falls more than this factor across its rungs is learning a task (its
+# loss heads for 0, faster than any power law with a floor): reported apart from smooth ones.
+COLLAPSE = 10.0
+
+
+def collapses(rows: list[dict]) -> bool:
+    """Whether the series' rungs span more than COLLAPSE x in final surrogate (backtest's rows)."""
+    return any(r.get("series_loss_span", 1.0) > COLLAPSE for r in rows)
 
 
 def _median(xs):
