@@ -75,10 +75,10 @@ def fit_law(n, d, loss, *, floor: bool = True, per_n: bool | None = None,
     """Fit L(N, D) (or L(D) when per_n / one distinct N) to points; ValueError when it cannot.
 
     `s2`: the annealing area at each point (lm.scaling.annealing; D is then the forward area
-    S1). With a free floor and some S2 > 0 the law gains C = k E, k in [0, 1): the floor term
-    becomes E (1 - k S2), so the loss stays positive at any scale (S2 <= 1: a full anneal cannot
-    take off more than the floor). Without a floor, or without S2, C = 0 and the fit is exactly
-    the one without `s2`."""
+    S1). With a free floor, some S2 > 0 and more points than the law without C has parameters,
+    the law gains C = k E, k in [0, 0.99]: the floor term becomes E (1 - k S2), so the loss stays
+    positive at any scale (S2 <= 1: a full anneal cannot take off more than the floor). Otherwise
+    (no floor, no S2, too few points) C = 0 and the fit is exactly the one without `s2`."""
     from scipy import optimize  # lazily: listing the archive should not pay for scipy
 
     n = np.asarray(n, dtype=np.float64)
@@ -102,7 +102,10 @@ def fit_law(n, d, loss, *, floor: bool = True, per_n: bool | None = None,
     x, z, ly = np.log(n / n0), np.log(d / d0), np.log(y)
     y_min = float(y.min())
     # parameter vector: [e, k?]? + [a0, a]? + [b0, b]
-    names = (["e"] if floor else []) + (["k"] if anneal else []) + ([] if per_n else ["a0", "a"]) + ["b0", "b"]
+    names = (["e"] if floor else []) + ([] if per_n else ["a0", "a"]) + ["b0", "b"]
+    if anneal and len(names) < y.size:  # C only with a point to spare: else the law without it
+        names.insert(1, "k")
+    anneal = "k" in names
     if len(names) > y.size:
         raise ValueError(f"{len(names)} parameters from {y.size} points")
 
