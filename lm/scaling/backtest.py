@@ -62,7 +62,8 @@ def backtest_levels(s, levels: list[list], *, only=None, samples: int = 60, seed
         if not held:
             continue
         sub = fc.Series(**{**s.__dict__, "runs": prefix, "per_n": len({r.n for r in prefix}) < 2})
-        targets = [dict(n=r.n, d=r.d_final, compute=r.compute) for _, r in held]
+        # each held-out run at its own schedule's areas (a recipe variant may anneal differently)
+        targets = [dict(n=r.n, d=r.d_final, compute=r.compute, s1=r.s1_final, s2=r.s2_final) for _, r in held]
         f = fc._forecast(sub, None, samples, seed, fc.BUDGET_FACTOR, targets=targets) if len(
             {(r.n, r.d_final) for r in prefix}) >= 2 else None
         top_c = max(r.compute for r in prefix)

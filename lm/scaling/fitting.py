@@ -25,6 +25,10 @@ def one_blas_thread():
         finally:
             _state.depth -= 1
         return
+    # scipy first: threadpoolctl limits only the BLAS libraries already loaded, and scipy's own
+    # OpenBLAS loads with it (imported later, it would keep every thread)
+    import scipy.optimize  # noqa: F401
+
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # a broken install: slower, same numbers

@@ -78,25 +78,27 @@ def _series(records: list[dict]) -> Series | None:
 
 
 def _fit_points(runs, rng=None):
-    """Concatenated usable points (bootstrap: runs and points within runs resampled)."""
+    """Concatenated usable points (bootstrap: runs and points within runs resampled): N, the
+    forward area S1 (tokens; D for a constant LR), the loss, the annealing area S2."""
     chosen = runs if rng is None else [runs[i] for i in rng.integers(0, len(runs), len(runs))]
-    n, d, y = [], [], []
+    n, d, y, s2 = [], [], [], []
     for r in chosen:
-        idx = np.flatnonzero(r.usable)
+        idx = np.flatnonzero(r.in_fit)
         if rng is not None and idx.size:
             idx = rng.choice(idx, idx.size)
         n += [r.n] * idx.size
-        d += list(r.d[idx])
+        d += list(r.s1[idx])
         y += list(r.loss[idx])
-    return np.array(n), np.array(d), np.array(y)
+        s2 += list(r.s2[idx])
+    return np.array(n), np.array(d), np.array(y), np.array(s2)
 
 
-def _fit_both(n, d, y, per_n, starts=(None, None)):
+def _fit_both(n, d, y, s2, per_n, starts=(None, None)):
     """(free-floor law or None, no-floor law or None)."""
     out = []
     for floor, start in zip((True, False), starts):
         try:
-            out.append(law_mod.fit_law(n, d, y, floor=floor, per_n=per_n, start=start))
+            out.append(law_mod.fit_law(n, d, y, floor=floor, per_n=per_n, start=start, s2=s2))
         except ValueError:
             out.append(None)
     return tuple(out)
@@ -113,12 +115,19 @@ def _fit_link(s: Series, loss, metric, start=None):
 
 @dataclasses.dataclass(frozen=True)
 class Direction:
-    """The ladder line: N = n_top s^u, D = d_top s^(1-u), compute = c_top s."""
+    """The ladder line: N = n_top s^u, D = d_top s^(1-u), compute = c_top s; its runs have the
+    top run's schedule: forward area S1 = s1_ratio D, annealing area s2 (lm.scaling.annealing)."""
 
     n_top: float
     d_top: float
     c_top: float
     u: float
+    s1_ratio: float = 1.0
+    s2: float = 0.0
+
+    def loss(self, law, n, d):
+        """The law at runs of the ladder's schedule with N = n, D = d tokens."""
+        return law(n, np.asarray(d, dtype=np.float64) * self.s1_ratio, self.s2)
 
     def at(self, s):
         s = np.asarray(s, dtype=np.float64)
@@ -142,7 +151,8 @@ def direction(runs: list[Run]) -> Direction:
         g = float(np.polyfit(ln, ld, 1)[0]) if np.ptp(ld) > 1e-9 else 0.0  # D ~ N^g
         u = 1.0 / (1.0 + g) if g > -0.9 else 1.0
     head = best[min(best)]
-    return Direction(head.n, head.d_final, head.compute, float(min(max(u, 0.0), 1.0)))
+    return Direction(head.n, head.d_final, head.compute, float(min(max(u, 0.0), 1.0)),
+                     head.s1_final / head.d_final, head.s2_final)
 
 
 S_GRID = np.geomspace(1e-3, NEVER_FACTOR * 100, 600)
@@ -153,7 +163,7 @@ def crossing_s(law: law_mod.Law, dirn: Direction, target: float | None) -> float
     if target is None or law is None:
         return None
     n, d, _ = dirn.at(S_GRID)
-    hit = np.flatnonzero(law(n, d) <= target)
+    hit = np.flatnonzero(dirn.loss(law, n, d) <= target)
     return float(S_GRID[hit[0]]) if hit.size else None
 
 
@@ -170,11 +180,12 @@ def _ensemble(s: Series, mains, link, samples: int, rng) -> list[tuple]:
     for i in range(samples):
         floor = (i % 2 == 0 or main_plain is None) and main_floor is not None
         for _ in range(5):  # a resample must keep what the law needs (two N, or two D)
-            bn, bd, by = _fit_points(s.runs, rng)
+            bn, bd, by, bs2 = _fit_points(s.runs, rng)
             if (s.per_n or np.unique(bn).size >= 2) and np.unique(bd).size >= 2:
                 break
         try:
-            b = law_mod.fit_law(bn, bd, by, floor=floor, per_n=s.per_n, start=main_floor if floor else main_plain)
+            b = law_mod.fit_law(bn, bd, by, floor=floor, per_n=s.per_n, start=main_floor if floor else main_plain,
+                                s2=bs2)
         except ValueError:
             continue
         bl = link
@@ -197,7 +208,7 @@ def _holdout_miss(runs: list[Run], per_n: bool, starts=(None, None)) -> dict | N
 def _miss(law, held: list[Run], f1: float, name: str) -> dict | None:
     if law is None or f1 < 1.2:
         return None
-    e = np.array([math.log(law(r.n, r.d_final) / r.final_loss) for r in held])
+    e = np.array([math.log(law(r.n, r.s1_final, r.s2_final) / r.final_loss) for r in held])
     return dict(rung=name, log_error=float(np.sqrt(np.mean(e * e))), factor=float(f1))
 
 
@@ -217,13 +228,13 @@ def _level_miss(runs: list[Run], per_n: bool, starts) -> dict | None:
 
 
 def _curve_miss(runs: list[Run], per_n: bool, starts) -> dict | None:
-    """The largest rung's evals past half its tokens held out (it keeps at least two usable evals
-    before): the law's miss at its final eval, f1 = its final tokens over the last kept eval's."""
+    """The largest rung's evals past half its tokens held out (it keeps at least two evals in the
+    fit before): the law's miss at its final eval, f1 = its final tokens over the last kept eval's."""
     top = max(runs, key=lambda r: r.compute)
-    keep = top.usable & (top.d <= top.d_final / 2.0)
+    keep = top.in_fit & (top.d <= top.d_final / 2.0)
     if keep.sum() < 2:
         return None
-    inner = [r for r in runs if r is not top] + [dataclasses.replace(top, usable=keep)]
+    inner = [r for r in runs if r is not top] + [dataclasses.replace(top, in_fit=keep)]
     try:
         fl, plain = _fit_both(*_fit_points(inner), per_n, starts)
     except ValueError:
@@ -246,9 +257,9 @@ def log_sd(runs, main, miss, nd: float) -> float:
     return math.sqrt(max(main.resid, 1e-4) ** 2 + seed ** 2 + ext ** 2)
 
 
-def _draws(ens, main, link, n, d, sd, metric_sd, rng):
-    """(loss draws, metric draws or None) of the ensemble at (n, d), with the scatters."""
-    loss = np.array([b(n, d) for b, _ in ens] or [main(n, d)], dtype=np.float64)
+def _draws(ens, main, link, n, d, sd, metric_sd, rng, s2=0.0):
+    """(loss draws, metric draws or None) of the ensemble at (n, d = S1, s2), with the scatters."""
+    loss = np.array([b(n, d, s2) for b, _ in ens] or [main(n, d, s2)], dtype=np.float64)
     loss = loss * np.exp(rng.normal(0.0, sd, loss.size))
     if link is None:
         return loss, None
@@ -281,9 +292,10 @@ def attainable(s: Series, ens, main, link, dirn, miss, flagged, l_star, budget_f
     miss)."""
     n, d, c = (float(v) for v in dirn.at(budget_factor))
     sd = log_sd(s.runs, main, miss, n * d)
-    loss, met = _draws(ens, main, link, n, d, sd, _metric_sd(s, link), rng)
+    loss, met = _draws(ens, main, link, n, d * dirn.s1_ratio, sd, _metric_sd(s, link), rng, dirn.s2)
     vals = met if met is not None else loss
-    best = float(link(main(n, d))) if link is not None else float(main(n, d))
+    at = float(dirn.loss(main, n, d))
+    best = float(link(at)) if link is not None else at
     q = 100 * (1 - CONFIDENCE) / 2
     bound = float(np.percentile(vals, q if s.lower else 100 - q))
     impossible = _impossible(s, link, l_star)
@@ -309,7 +321,7 @@ def member_crossings(ens, dirn: Direction, target_of) -> list[float]:
 def _crossing(out, s: Series, ens, main, link, dirn, l_star):
     s_main = crossing_s(main, dirn, l_star)
     b_s = member_crossings(ens, dirn, lambda bl: bl.target(s.threshold, s.lower) if bl is not None else l_star)
-    n_par = (0 if s.per_n else 2) + 2 + (1 if main.floor else 0)
+    n_par = (0 if s.per_n else 2) + 2 + (1 if main.floor else 0) + (1 if main.C else 0)
     exact = out["points"] <= n_par  # as many parameters as points: resampling cannot move the fit
     out["exactly_determined"] = bool(exact)
     if b_s and not exact:
@@ -335,20 +347,25 @@ def _ladder_curve(runs, dirn, ens, main, s_main):
     s_hi = max(NEVER_FACTOR, 2.0 * (s_main or 0.0))
     grid = np.geomspace(min(r.compute for r in runs) / dirn.c_top / 2.0, s_hi, 40)
     gn, gd, gc = dirn.at(grid)
-    curves = np.array([b(gn, gd) for b, _ in ens] or [main(gn, gd)])
+    curves = np.array([dirn.loss(b, gn, gd) for b, _ in ens] or [dirn.loss(main, gn, gd)])
     band = np.percentile(curves, [10, 90], axis=0)
-    return dict(compute=gc.tolist(), n=gn.tolist(), d=gd.tolist(), loss=main(gn, gd).tolist(),
+    return dict(compute=gc.tolist(), n=gn.tolist(), d=gd.tolist(), loss=dirn.loss(main, gn, gd).tolist(),
                 lo=band[0].tolist(), hi=band[1].tolist())
 
 
 def predict_at(s: Series, ens, main, link, miss, l_star, flagged, target: dict, rng) -> dict:
-    """The final surrogate and metric of a run at target {n, d, compute}, with 80% intervals."""
+    """The final surrogate and metric of a run at target {n, d, compute}, with 80% intervals.
+    Optional target s1, s2: its final learning-rate areas (lm.scaling.annealing.final_areas);
+    without them the run has the ladder's schedule (direction: the top run's S1 / D and S2)."""
     tn, td = float(target["n"]), float(target["d"])
+    dirn = direction(s.runs)
+    ts1, ts2 = float(target.get("s1") or td * dirn.s1_ratio), float(target.get("s2", dirn.s2) or 0.0)
     if all(r.schedule == "compute-only" for r in s.runs) and target.get("compute"):
         tn, td = 1.0, float(target["compute"])  # an L(C) fit: N = 1, D = compute
+        ts1, ts2 = td, 0.0
     sd = log_sd(s.runs, main, miss, tn * td)
-    loss, met = _draws(ens, main, link, tn, td, sd, _metric_sd(s, link), rng)
-    s_at = float(main(tn, td))
+    loss, met = _draws(ens, main, link, tn, ts1, sd, _metric_sd(s, link), rng, ts2)
+    s_at = float(main(tn, ts1, ts2))
     m_at = float(link(s_at)) if link else None
     passes = l_star is not None and s_at <= l_star and not flagged
     return dict(n=tn, d=td, compute=target.get("compute"), surrogate=s_at,
@@ -361,7 +378,7 @@ def _in_compute(r: Run) -> Run:
     """A run's final point as L(C) sees it (N = 1, D = its compute)."""
     one = np.ones(1)
     return dataclasses.replace(r, n=1.0, d=r.compute * one, loss=r.final_loss * one, metric=r.final_metric * one,
-                               step=one, usable=one > 0, schedule="compute-only")
+                               step=one, usable=one > 0, schedule="compute-only", s1=None, s2=None, in_fit=None)
 
 
 def forecast(records: list[dict], *, target: dict | None = None, samples: int = 100, seed: int = 0,
@@ -376,13 +393,13 @@ def forecast(records: list[dict], *, target: dict | None = None, samples: int = 
 
 def _forecast(s: Series, target, samples, seed, budget_factor, targets=()) -> dict | None:
     """The forecast of a series; `targets` (backtests): "at_each", one prediction per target."""
-    n, d, y = _fit_points(s.runs)
-    mains = _fit_both(n, d, y, s.per_n)
+    n, d, y, s2 = _fit_points(s.runs)
+    mains = _fit_both(n, d, y, s2, s.per_n)
     main = mains[0] or mains[1]
     if main is None and not s.per_n:  # too few points for L(N, D): the final points in compute
         s = dataclasses.replace(s, per_n=True, runs=[_in_compute(r) for r in s.runs])
-        n, d, y = _fit_points(s.runs)
-        mains = _fit_both(n, d, y, True)
+        n, d, y, s2 = _fit_points(s.runs)
+        mains = _fit_both(n, d, y, s2, True)
         main = mains[0] or mains[1]
     if main is None:
         return None
@@ -454,10 +471,11 @@ def rungs_ahead(f: dict, candidates: list[dict]) -> tuple[list[dict], str | None
     if not f or "law" not in f:
         return [], None
     law = law_mod.Law(**f["law"])
+    dirn = Direction(**f["direction"])
     l_star = f.get("target_surrogate")
     out, first = [], None
     for c in candidates:
-        loss = float(law(c["n"], c["d"]))
+        loss = float(dirn.loss(law, c["n"], c["d"]))
         holds = l_star is not None and loss <= l_star and not f.get("unpredictable")
         out.append(dict(rung=c["rung"], n=c["n"], d=c["d"], surrogate=loss, passes=bool(holds)))
         if holds and first is None:

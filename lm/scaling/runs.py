@@ -1,9 +1,14 @@
 """What a forecast reads from one run record: its eval curve as a Run, and a series' recipes.
 
 Points. Every run contributes its eval curve (history `eval_*`), D at an eval = tokens x
-step / steps. Schedule rule (the simplest that works): a constant-LR run gives every eval
-past the first 15% of its steps (and past warmup: the burn-in); a decaying schedule (cosine,
-linear, wsd) bends the curve towards its own end, so only its final evaluation is used.
+step / steps; every eval past the first 15% of its steps and past warmup (the burn-in) enters
+the law fit (`in_fit`), and a run's final eval always does. A decaying schedule (cosine,
+linear, wsd) bends the curve towards its own end: its evals carry the learning-rate areas of
+lm.scaling.annealing (s1, forward-area tokens, and s2, the annealing area; s1 = d and s2 = 0
+for a constant LR), and the law is fitted on (N, S1, S2): L = E + A N^-a + B S1^-b - C S2
+(Tissue et al. 2024). `usable` keeps the older, narrower set (a decaying schedule: its final
+eval only) for the within-run phase checks (lm.scaling.phase): their link, fitted on the other
+rungs, cannot judge a cosine run's early evals at losses the other rungs never reached.
 Records without N or D (hand-made, foreign) give one point at D = their training compute and
 N = 1: the per-N law L(D) is then the compute-only law L(C) = E + B C^-b.
 
@@ -19,6 +24,7 @@ import math
 
 import numpy as np
 
+from lm.scaling import annealing
 from lm.scaling import records as rec_mod
 
 BURN_IN = 0.15       # share of each run's steps whose evals are left out of the law fit
@@ -43,7 +49,7 @@ class Run:
     loss: np.ndarray    # surrogate at each eval
     metric: np.ndarray  # criterion metric at each eval (NaN where missing)
     step: np.ndarray
-    usable: np.ndarray  # bool: point enters the law fit
+    usable: np.ndarray  # bool: past burn-in (a decaying schedule: its final eval only); phase checks
     compute: float      # training FLOPs of the whole run
     final_loss: float
     final_metric: float
@@ -52,10 +58,29 @@ class Run:
     examples: float = 0.0        # eval examples behind the metric (0: unknown)
     seed_sd: float = 0.0         # std over seeds of the final surrogate (records run with --seeds)
     seed_metric_sd: float = 0.0  # ... of the final metric
+    s1: np.ndarray | None = None  # forward-area tokens at each eval (None: d, a constant LR)
+    s2: np.ndarray | None = None  # annealing area at each eval (None: zeros, a constant LR)
+    in_fit: np.ndarray | None = None  # bool: point enters the law fit (None: usable)
+
+    def __post_init__(self):
+        if self.in_fit is None:
+            self.in_fit = np.asarray(self.usable, dtype=bool)
+        if self.s1 is None:
+            self.s1 = np.asarray(self.d, dtype=np.float64)
+        if self.s2 is None:
+            self.s2 = np.zeros(np.shape(self.d))
 
     @property
     def d_final(self) -> float:
         return float(self.d[-1])
+
+    @property
+    def s1_final(self) -> float:
+        return float(self.s1[-1])
+
+    @property
+    def s2_final(self) -> float:
+        return float(self.s2[-1])
 
 
 def _f(x):
@@ -96,6 +121,17 @@ def _compute_only(rec: dict) -> Run | None:
                excluded=rec_mod.incapable(rec), seed_sd=sd, seed_metric_sd=msd)
 
 
+def schedule_of_record(rec: dict, steps: int | None = None) -> dict:
+    """The record's schedule for lm.scaling.annealing: name, warmup_steps, steps, min_lr_ratio
+    and wsd's cooldown_fraction (from the stored config; lm.config's default 0.2)."""
+    sched = dict(rec_mod.schedule(rec))
+    train = (rec.get("config") or {}).get("train") or {}
+    sched.setdefault("cooldown_fraction", float(train.get("cooldown_fraction") or annealing.COOLDOWN_FRACTION))
+    if steps:
+        sched["steps"] = int(steps)
+    return sched
+
+
 def run_of(rec: dict) -> Run | None:
     """A Run from a record, or None when it has no usable eval at all."""
     crit = rec.get("criterion") or {}
@@ -115,16 +151,20 @@ def run_of(rec: dict) -> Run | None:
     step = np.array(sorted(pts), dtype=np.float64)
     loss = np.array([pts[int(s)][0] for s in step])
     met = np.array([pts[int(s)][1] for s in step])
-    if sched.get("name") == "constant":
-        usable = (step >= BURN_IN * steps) & (step >= sched.get("warmup_steps", 0))
+    ok = np.isfinite(loss) & (loss > 0)
+    past = (step >= BURN_IN * steps) & (step >= sched.get("warmup_steps", 0)) & ok
+    d = tokens * step / steps
+    if annealing.decays(sched):
+        s1, s2 = annealing.areas(schedule_of_record(rec, int(steps)), tokens, step)
+        usable = (step >= steps) & ok
+        in_fit = past | usable
     else:
-        usable = step >= steps
-    usable &= np.isfinite(loss) & (loss > 0)
+        s1, s2, usable, in_fit = d, np.zeros_like(d), past, past
     final = rec.get("final") or {}
     examples = _f(final.get("tokens")) if metric == "accuracy" else math.nan
     sd, msd = _seeds(rec)
-    return Run(name=str(rec.get("rung")), n=float(n), d=tokens * step / steps, loss=loss, metric=met,
-               step=step, usable=usable, compute=_f(rec.get("train_flops")), final_loss=pts[max(pts)][0],
+    return Run(name=str(rec.get("rung")), n=float(n), d=d, s1=s1, s2=s2, loss=loss, metric=met,
+               step=step, usable=usable, in_fit=in_fit, compute=_f(rec.get("train_flops")), final_loss=pts[max(pts)][0],
                final_metric=pts[max(pts)][1], schedule=str(sched.get("name")), excluded=rec_mod.incapable(rec),
                examples=examples if math.isfinite(examples) else 0.0, seed_sd=sd, seed_metric_sd=msd)
 
