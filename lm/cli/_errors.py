@@ -64,6 +64,8 @@ def one_line_warnings(command: str):
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
             return  # for developers of lm's dependencies, not for its users
+        if issubclass(category, RuntimeWarning) and "was never awaited" in str(message):
+            return  # a dependency's async writer torn down by an error already reported in one line
         print(f"lm {command}: warning: {message}", file=file or sys.stderr)
 
     warnings.showwarning = show
