@@ -144,6 +144,7 @@ def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     points = series_points(recs)
     if not points:
@@ -184,6 +185,7 @@ def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
     for ax, ylabel in ((ax_m, f"{crit['split']} {crit['metric']}"),
                        (ax_l, f"{crit['split']} {(trend or {}).get('surrogate', 'loss')}")):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # a span under a decade labels every minor tick
         ax.set_xlabel("training compute (FLOPs) at the evaluation")
         ax.set_ylabel(ylabel)
         handles, labels = ax.get_legend_handles_labels()
@@ -207,11 +209,11 @@ def _plot_rung(ax_m, ax_l, p: dict, law, color: str) -> None:
     c = run.compute * run.d / run.d_final
     ax_m.plot(c, run.metric, ".-", color=color, alpha=0.6, label=p["rung"])
     tag = " (excluded)" if run.excluded else ""
-    ax_l.plot(c[run.usable], run.loss[run.usable], "o", color=color, ms=4, label=p["rung"] + tag)
-    ax_l.plot(c[~run.usable], run.loss[~run.usable], "o", mfc="none", color=color, ms=4)
-    if law is not None and not run.excluded and run.usable.any():  # over the fitted evals
-        u = run.usable
-        ax_l.plot(c[u], law(np.full(run.d[u].shape, run.n), run.d[u]), "-", color=color, alpha=0.5)
+    u = run.in_fit  # the evals the law was fitted on (filled), the others hollow
+    ax_l.plot(c[u], run.loss[u], "o", color=color, ms=4, label=p["rung"] + tag)
+    ax_l.plot(c[~u], run.loss[~u], "o", mfc="none", color=color, ms=4)
+    if law is not None and not run.excluded and u.any():  # at each eval's forward and annealing areas
+        ax_l.plot(c[u], law(np.full(run.d[u].shape, run.n), run.s1[u], run.s2[u]), "-", color=color, alpha=0.5)
     pred = (p.get("prediction") or {}).get("at")
     if pred and finite(pred.get("surrogate")):
         band = pred.get("surrogate_interval") or [pred["surrogate"]] * 2
