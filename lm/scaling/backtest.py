@@ -173,8 +173,9 @@ def diagnose(rows: list[dict]) -> list[str]:
                    f"{np.median(np.abs(err)) / resid:.0f}x larger, so the miss is extrapolation, not noise")
     few = [r for r in ok if len(r["from_rungs"]) <= 2]
     if few and len(few) >= 0.3 * len(ok):
-        out.append(f"{len(few)} of {len(ok)} predictions come from two rungs: three parameters of L(D) "
-                   "or five of L(N,D) from two final points are not identified (prior intervals only)")
+        out.append(f"{len(few)} of {len(ok)} predictions come from two rungs: two model sizes cannot "
+                   "separate the floor from the size term (their intervals come from the top rung's own "
+                   "curve, or a prior when each rung has one eval)")
     return out
 
 
