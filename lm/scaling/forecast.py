@@ -1,8 +1,9 @@
 """From a series of run records to a forecast: where will the criterion be met, and how sure?
 
-1. Points: every usable eval of every capable rung (lm.scaling.runs: burn-in, schedules,
-   records without N and D as L(C)).
-2. Step 1: L(N, D) (lm.scaling.law), with and without a free floor.
+1. Points: the evals past burn-in of every capable rung, at their learning-rate areas
+   (lm.scaling.runs, lm.scaling.annealing; records without N and D as L(C)).
+2. Step 1: L(N, S1, S2) (lm.scaling.law; L(N, D) for a constant LR), with and without a free
+   floor.
 3. Step 2: the link from the surrogate to the metric (lm.scaling.link), on all eval pairs.
 4. Uncertainty: an ensemble of (law, link) pairs, the law refitted on rungs and eval points
    resampled (half with a free floor, half without), the link on resampled (surrogate, metric)
