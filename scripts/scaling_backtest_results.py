@@ -21,24 +21,30 @@ from lm.scaling import external  # noqa: E402
 
 OUT = os.path.join(ROOT, "bench", "results")
 # What the numbers mean (measured on this archive and machine, see the report of issue 25).
-NOTE = """## Why the archive's goals stay out of reach
+NOTE = """## What the numbers say
 
-- Most archive series are tiny tasks whose loss collapses towards 0 once the task is learned
-  (emergence_copy 2.57 -> 0.0004, dpo_sorted 0.69 -> 0.012, arithmetic_emergence answer NLL):
-  the loss itself leaves any power law with a floor, and a % error on a loss near 0 is
-  unbounded. The per-series tables below show it: these series give the medians above.
-- 15 of the 25 archive predictions come from two rungs (cosine schedules: one final point per
-  rung), where L(N,D) cannot be identified; the forecast then falls back to L(C) through the two
-  final points, with only the prior interval. Constant-LR ladders (attention_kernels) do better.
-- The same code on 245 published runs of 13 compute octaves meets the error and crossing goals;
-  its intervals over-cover (92%, median width 7.3% of the loss): the held-out miss term is
-  conservative.
-- Before this change (same archive, old engine, flagged rows left out): next rung 8.86%, >= 8x
-  13.4%, crossing x19, coverage 62%. The numbers above are not comparable one to one: flagged
-  rows now count as misses (emergence_copy's three rows were hidden before), recipe variants
-  are their own series, and two-rung prefixes of cosine ladders are now fitted (L(C)).
-- Time: archive backtest 90.6 s CPU before (6 min 28 s wall, load 14-16 on 2 cores), about
-  40 s CPU after (88 s wall at load 9, beside the external run's 23 s CPU).
+- Smooth series (loss within 10x across rungs: attention_kernels, shakespeare_char) and
+  collapsing ones (emergence_copy 2.57 -> 0.0004, dpo_sorted 0.69 -> 0.012,
+  arithmetic_emergence's answer NLL 2.8 -> 0.05) are summarised apart in the per-series section
+  below. On smooth series the >= 8x and coverage goals are met; the next-rung error is the
+  attention_kernels w32 rung sitting above the trend (every later prefix predicts high from it)
+  and shakespeare_char's recipe variants (modern: another architecture, optimizer and schedule,
+  predicted from the cosine baseline ladder: the error is the recipe's gain, 13-18%).
+  A collapsing loss leaves any power law with a floor and a % error on a loss near 0 is
+  unbounded: no law of this family meets the loss goals there; the intervals widen (their
+  top rung's own curve shows the collapse) but cover a third of the held-out rungs.
+- Cosine ladders now give several points per run (lm/scaling/annealing.py: each eval at its
+  learning-rate forward area S1 and annealing area S2, Tissue et al. 2024): shakespeare_char's
+  baby from nano + micro +14.7% -> +1.3%, the reproduction +14.0% -> +1.3%.
+- With two rungs, the law's miss is measured on the second half of the top rung's own curve:
+  attention_kernels' coverage 60% -> 90%, emergence_copy's 33% -> 100%.
+- Crossings are the ensemble's median: attention_kernels x18.9 -> x2.7, external x1.87 -> x1.41.
+- External runs: every error goal met; intervals over-cover (93% at a median width of 7.3% of
+  the loss): half the ensemble reads the rungs without a floor (the optimistic reading that
+  keeps a verdict from a false "failed"), which widens the 80% interval where the data would
+  allow a narrower one. One prefix (the two smallest octaves) gives 227 of the 1076 rows.
+- Time: archive backtest 35-42 s wall on this 2-core machine (BLAS held to one thread, scipy's
+  own OpenBLAS included: it used to load after the guard and keep its threads).
 """
 
 
@@ -89,6 +95,8 @@ def main(argv=None) -> int:
           "flagged as a phase change counts as a miss.", "",
           f"## Committed archive (experiments/archive, {len(recs)} records; {t_archive:.0f} s wall)", "",
           bt.format_summary(s_arc), "",
+          f"### Its smooth series only (loss within {bt.COLLAPSE:g}x across rungs)", "",
+          bt.format_summary(bt.summarize([r for _, rows in res if not bt.collapses(rows) for r in rows])), "",
           f"## External: Hoffmann et al. (2022) runs (lm/scaling/data; {t_ext:.0f} s wall)", "",
           bt.format_summary(s_ext), "",
           f"- crossings predicted late (factor > 1): {100 * (s_ext['crossing_late_share'] or 0):.0f}%", "",
@@ -102,7 +110,7 @@ def main(argv=None) -> int:
                   f, indent=1, default=float)
     _plot([("committed archive", every), ("Hoffmann et al. 2022 runs", ext["rows"])],
           os.path.join(OUT, "scaling_backtest.png"))
-    print("\n".join(md[:14]))
+    print("\n".join(md[:18]))
     return 0
 
 
