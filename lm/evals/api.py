@@ -13,6 +13,8 @@ Scoring runs as one jitted forward pass per batch, sharded like the trainer's ev
 over the mesh's data and fsdp axes, parameters where they already are. Requests are sorted by
 length (longest first) and padded to a few fixed shapes (the batch size, and the length
 rounded up to a power of two capped at the context), so a whole task compiles once or twice.
+Greedy generation of a decoder-only model compiles per (prefill bucket, cache-length bucket),
+not per prompt length (lm.sampling.greedy_ragged).
 
 Context limit (model.max_len = T). loglikelihood: context + continuation is cut from the left
 to T + 1 tokens, as the harness does; with strict=True (the default of the direct API) a
