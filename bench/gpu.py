@@ -112,9 +112,9 @@ def loss_check(smoke: bool) -> dict:
                           dtype=dtype, attention_impl="auto" if dtype == "auto" else "xla")
         model = build_model(cfg)
         tokens = np.random.default_rng(0).integers(0, 512, (4, 129)).astype(np.int32)
-        with jax.default_device(device):
-            params = model.init(jax.random.PRNGKey(0), tokens[:, :-1])["params"]
-            logits = model.apply({"params": params}, tokens[:, :-1])
+        with jax.default_device(device):  # jitted: op by op, init and apply compile every op
+            params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens[:, :-1])["params"]
+            logits = jax.jit(model.apply)({"params": params}, tokens[:, :-1])
             logp = jax.nn.log_softmax(logits.astype(jnp.float32))
             return -float(jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], -1)))
 

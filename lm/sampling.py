@@ -261,6 +261,97 @@ def generate(model, params, prompt_ids, *, max_new_tokens: int, temperature: flo
     return g.tokens[0, :g.lengths[0]] if np.ndim(prompt_ids) == 1 else g.tokens
 
 
+# ----------------------------------------------------------------------------- ragged greedy
+
+
+def prefill_bucket(n: int) -> int:
+    """The largest length <= n of the form m * 2^k with m in 4..7 (every n < 8 is its own): a few
+    prefill lengths per octave, so prompts of many lengths share programs while at most a fifth
+    of a prompt is fed token by token."""
+    n = int(n)
+    step = 1 << max(0, n.bit_length() - 3)
+    return max(1, n // step * step)
+
+
+@functools.lru_cache(maxsize=32)
+def _ragged_program(model, batch: int, prefill: int, length: int):
+    """jit(params, seq [B, length], prompt_lens [B], ends [B], eos [B]) -> (seq, steps).
+
+    Greedy decoding of prompts of different lengths in one program (decoder-only): the first
+    `prefill` tokens (<= every prompt's length) go through in one call; after that one token a
+    step, row i taking its own prompt token while t < prompt_lens[i] and its argmax after, until
+    t reaches ends[i] or the row emits eos[i]. Each row sees exactly its own prompt at its own
+    positions (no padding), so it continues as generate_full would at temperature 0."""
+
+    def step(params, cache, tok):
+        logits, mut = model.apply({"params": params, "cache": cache}, tok, decode=True,
+                                  mutable=["cache"])
+        return logits[:, -1], mut["cache"]
+
+    def run(params, seq, prompt_lens, ends, eos):
+        cache = models.init_cache(model, batch, length)
+        logits, cache = step(params, cache, seq[:, :prefill])
+
+        def cond(carry):
+            t, _, _, _, done = carry
+            return (t < length) & ~jnp.all(done)
+
+        def body(carry):
+            t, logits, cache, seq, done = carry
+            forced = t < prompt_lens
+            prompt_tok = jax.lax.dynamic_index_in_dim(seq, t, axis=1, keepdims=False)
+            greedy = jnp.argmax(logits.astype(jnp.float32), axis=-1).astype(jnp.int32)
+            tok = jnp.where(forced, prompt_tok, greedy)
+            seq = jax.lax.dynamic_update_index_in_dim(seq, tok, t, axis=1)
+            done = done | (~forced & ((tok == eos) | (t + 1 >= ends)))
+            logits, cache = step(params, cache, tok[:, None])
+            return t + 1, logits, cache, seq, done
+
+        done = ends <= prefill
+        t, _, _, seq, _ = jax.lax.while_loop(cond, body, (jnp.int32(prefill), logits, cache, seq, done))
+        return seq, t
+
+    return jax.jit(run)
+
+
+def greedy_ragged(model, params, prompts, new_tokens, eos_ids, *, batch: int | None = None,
+                  length: int | None = None) -> list[list[int]]:
+    """Greedy continuations of decoder-only prompts of different lengths, in one program.
+
+    prompts: token lists (each non-empty); new_tokens[i]: tokens to make for prompt i (with
+    len(prompts[i]) + new_tokens[i] <= max_len); eos_ids[i]: its stop id or None (the stop id is
+    left out of the result). batch: rows of the program (>= len(prompts); spare rows repeat
+    prompt 0); length: the cache length (>= every prompt + its new tokens, <= max_len).
+    The program depends only on (batch, prefill_bucket(shortest prompt), length), so callers
+    that round `length` up to a few sizes compile a few programs for any mix of prompt lengths
+    (generate_full compiles one per prompt length)."""
+    if model.cfg.kind != "decoder":
+        raise ValueError("greedy_ragged: decoder-only models")
+    n = len(prompts)
+    B = batch or n
+    need = max(len(p) + int(k) for p, k in zip(prompts, new_tokens))
+    L = length or need
+    if B < n or not need <= L <= model.cfg.max_len or min(len(p) for p in prompts) < 1:
+        raise ValueError(f"greedy_ragged: {n} prompts in batch {B}, need {need} <= length {L} "
+                         f"<= max_len {model.cfg.max_len}, every prompt non-empty")
+    rows = list(range(n)) + [0] * (B - n)
+    seq = np.zeros((B, L), np.int32)
+    for j, i in enumerate(rows):
+        seq[j, :len(prompts[i])] = prompts[i]
+    lens = np.asarray([len(prompts[i]) for i in rows], np.int32)
+    ends = lens + np.asarray([int(new_tokens[i]) for i in rows], np.int32)
+    eos = np.asarray([-1 if eos_ids[i] is None else int(eos_ids[i]) for i in rows], np.int32)
+    program = _ragged_program(model, B, prefill_bucket(lens.min()), L)
+    out, _ = program(meta.unbox(params), jnp.asarray(seq), jnp.asarray(lens), jnp.asarray(ends),
+                     jnp.asarray(eos))
+    out = np.asarray(out)
+    result = []
+    for j in range(n):
+        new = [int(x) for x in out[j, lens[j]:ends[j]]]
+        result.append(new[:new.index(eos[j])] if eos[j] >= 0 and eos[j] in new else new)
+    return result
+
+
 # ----------------------------------------------------------------------------- reference
 
 

@@ -7,6 +7,7 @@ stream is the token embedding, and its unembedding maps each token to its succes
 answer scores exact match 1 and NLL ~0, a wrong answer exact match 0 and NLL ~60 per token.
 """
 
+import functools
 import json
 import math
 import os
@@ -32,11 +33,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789+=% \n"
 
 
+def _init(model, *inputs, seed=0):
+    """model.init as one jitted program (op by op, a model's init compiles hundreds of ops)."""
+    return jax.jit(model.init)(jax.random.PRNGKey(seed), *inputs)["params"]
+
+
 def _random_evaluator(max_len=24, batch_size=4):
     tok = CharTokenizer(ALPHABET)  # one id per character: every generated id decodes
     cfg = ModelConfig(vocab_size=tok.vocab_size, max_len=max_len, d_model=16, num_layers=1, num_heads=2)
     model = models.build_model(cfg)
-    params = meta.unbox(model.init(jax.random.PRNGKey(1), jnp.zeros((1, max_len), jnp.int32))["params"])
+    params = meta.unbox(_init(model, jnp.zeros((1, max_len), jnp.int32), seed=1))
     params = jax.tree.map(lambda x: x * 3.0, params)  # sharper distributions: argmaxes are not ties
     return Evaluator(model, params, tok, batch_size=batch_size), model, params
 
@@ -46,9 +52,21 @@ def random_ev():
     return _random_evaluator()
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(model):
+    return jax.jit(lambda params, *x: model.apply({"params": params}, *x))
+
+
+def _apply(model, params, *inputs):
+    return _jitted_apply(model)(params, *inputs)
+
+
 def _forward_logprob(model, params, ids, n):
-    """Sum of log-softmax of the last n tokens of ids, from one plain forward pass."""
-    logits = model.apply({"params": params}, jnp.asarray([ids[:-1]], jnp.int32))[0]
+    """Sum of log-softmax of the last n tokens of ids, from one plain forward pass (padded on the
+    right to the context, which causal attention never reads: one program for every length)."""
+    x = np.zeros((1, model.cfg.max_len), np.int32)
+    x[0, :len(ids) - 1] = ids[:-1]
+    logits = _apply(model, params, x)[0]
     logp = np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1))
     pos = range(len(ids) - 1 - n, len(ids) - 1)
     greedy = all(int(np.argmax(logp[t])) == ids[t + 1] for t in pos)
@@ -83,11 +101,11 @@ def test_encoder_decoder_scores_in_the_prefix_lm_convention():
                       num_layers=1, num_heads=2)
     model = models.build_model(cfg)
     z = jnp.zeros((1, 4), jnp.int32)
-    params = meta.unbox(model.init(jax.random.PRNGKey(2), z, z)["params"])
+    params = meta.unbox(_init(model, z, z, seed=2))
     ev = Evaluator(model, params, tok, batch_size=2)
     (ll, _), = ev.loglikelihood([("12+30=", "42")])
     ctx, cont = ev.encode("12+30="), ev.encode("42")
-    logits = model.apply({"params": params}, jnp.asarray([ctx[:-1]]), jnp.asarray([ctx[-1:] + cont[:-1]]))
+    logits = _apply(model, params, jnp.asarray([ctx[:-1]]), jnp.asarray([ctx[-1:] + cont[:-1]]))
     logp = np.asarray(jax.nn.log_softmax(logits[0], axis=-1))
     assert ll == pytest.approx(float(logp[0, cont[0]] + logp[1, cont[1]]), abs=1e-4)
 
@@ -167,7 +185,7 @@ def _successor_evaluator():
     cfg = ModelConfig(vocab_size=V, max_len=16, d_model=V, num_layers=1, num_heads=1, position="none",
                       tie_embeddings=False)
     model = models.build_model(cfg)
-    params = meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
+    params = meta.unbox(_init(model, jnp.zeros((1, 4), jnp.int32)))
     params = jax.tree.map(jnp.zeros_like, params)  # blocks add nothing: the residual is the embedding
     nxt = {c: CHAIN[(i + 1) % len(CHAIN)] for i, c in enumerate(CHAIN)}
     ids = {c: int(tok.encode(c)[0]) for c in CHAIN}

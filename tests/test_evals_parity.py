@@ -80,7 +80,7 @@ def test_loglikelihoods_match_lm_eval_hf(name):
 
 
 @pytest.mark.parametrize("name", ["gpt_neox", "llama_bos"])  # byte-level; sentencepiece + EOS
-def test_greedy_generations_match_lm_eval_hf(name):  # (each prompt length compiles once: slow)
+def test_greedy_generations_match_lm_eval_hf(name):
     want = _expected()[name]
     ev = _evaluator(name, want["max_length"])
     got = ev.generate_until([(c, k) for c, k, _ in want["generate"]], strict=False)

@@ -167,6 +167,7 @@ def test_init_from_fine_tunes_from_the_pretrained_weights(tmp_path, text_file):
     config = base_config()
     config.init_from = fixture("gpt_neox")
     config.model.max_len = 32
+    config.mesh.data = 1  # one device: the weights are the point, not the mesh
     config.data.source, config.data.path = "files", text_file
     config.train.update(steps=2, batch_size=8, learning_rate=0.0, warmup_steps=0,
                         schedule="constant", eval_every=0, eval_batches=1, sample_tokens=0,

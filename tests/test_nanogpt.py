@@ -20,7 +20,7 @@ def _flat(tree):
 def _params(**kw):
     cfg = ModelConfig(vocab_size=65, max_len=64, d_model=128, num_layers=4, num_heads=4, **kw)
     model = models.build_model(cfg)
-    variables = model.init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32))
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32))  # one program
     return cfg, jax.tree.map(np.asarray, nn_unbox(variables["params"]))
 
 

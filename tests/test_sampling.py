@@ -155,3 +155,25 @@ def test_zero_new_tokens_is_an_empty_continuation(lm):
         g = sampling.generate_full(model, params, PROMPT, max_new_tokens=0, slide=slide, eos_id=3)
         assert g.tokens.shape == (2, 0) and list(g.lengths) == [0, 0]
         assert g.stop_reason == "max_new_tokens"
+
+
+def test_greedy_ragged_equals_greedy_per_prompt(lm):
+    """Prompts of different lengths in one program (lm.evals' greedy generation): each row is
+    what generate_full gives its prompt alone at temperature 0, cut before its own stop id. A
+    prompt extended by its own greedy tokens continues with the rest of them (greedy is
+    deterministic), so one batch of PROMPT is the reference for every length."""
+    model, params = lm
+    if model.cfg.kind != "decoder":
+        with pytest.raises(ValueError, match="decoder-only"):
+            sampling.greedy_ragged(model, params, [[1]], [1], [None])
+        return
+    greedy = sampling.generate(model, params, PROMPT, max_new_tokens=N, temperature=0.0)
+    g0, g1 = [int(t) for t in greedy[0]], [int(t) for t in greedy[1]]
+    p0, p1 = [int(t) for t in PROMPT[0]], [int(t) for t in PROMPT[1]]
+    prompts = [p0 + g0[:3], p1, p0, p1 + g1[:6]]  # lengths 7, 4, 4, 10
+    eos = [None, g1[3], g0[0], None]
+    got = sampling.greedy_ragged(model, params, prompts, [9, 5, 12, 6], eos, batch=4, length=16)
+    assert got[0] == g0[3:12] and got[3] == g1[6:12]
+    assert got[1] == g1[:g1.index(g1[3])] and got[2] == []  # stopped at their own stop ids
+    assert sampling.prefill_bucket(3) == 3 and sampling.prefill_bucket(100) == 96
+    assert sampling.prefill_bucket(386) == 384 and sampling.prefill_bucket(8) == 8

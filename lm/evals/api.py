@@ -13,6 +13,8 @@ Scoring runs as one jitted forward pass per batch, sharded like the trainer's ev
 over the mesh's data and fsdp axes, parameters where they already are. Requests are sorted by
 length (longest first) and padded to a few fixed shapes (the batch size, and the length
 rounded up to a power of two capped at the context), so a whole task compiles once or twice.
+Greedy generation of a decoder-only model compiles per (prefill bucket, cache-length bucket),
+not per prompt length (lm.sampling.greedy_ragged).
 
 Context limit (model.max_len = T). loglikelihood: context + continuation is cut from the left
 to T + 1 tokens, as the harness does; with strict=True (the default of the direct API) a
@@ -313,12 +315,35 @@ class Evaluator:
         string. Sampling is seeded: a batch of requests draws with seed + 7919 * its index, so
         rows of different batches do not share their random numbers."""
         plans = [self._plan(context, kwargs, strict) for context, kwargs in requests]
-        groups: dict = {}
-        for i, (ids, until, max_gen, setting) in enumerate(plans):
-            stop = (self.stop_tokens(until) or [None])[0]
-            groups.setdefault((len(ids), max_gen, stop, setting), []).append(i)
         out = [""] * len(plans)
         B = self.batch_size
+        ragged = [i for i, p in enumerate(plans) if p[3][0] == 0.0 and self.cfg.kind == "decoder"]
+        # Greedy requests of a decoder-only model: prompts of any length, with any stop token and
+        # max_gen, share one program per (batch, prefill bucket, cache length bucket); the
+        # grouping below compiles one program per distinct prompt length (seconds each).
+        ragged.sort(key=lambda i: -len(plans[i][0]))  # similar lengths share a batch
+        for start in range(0, len(ragged), B):
+            chunk = [i for i in ragged[start:start + B]
+                     if min(plans[i][2], self.max_len - len(plans[i][0])) > 0]  # else "" (no room)
+            if not chunk:
+                continue
+            room = [min(plans[i][2], self.max_len - len(plans[i][0])) for i in chunk]
+            need = max(len(plans[i][0]) + k for i, k in zip(chunk, room))
+            new = sampling.greedy_ragged(
+                self.model, self.params, [plans[i][0] for i in chunk], room,
+                [(self.stop_tokens(plans[i][1]) or [None])[0] for i in chunk], batch=B,
+                length=_bucket(need, self.max_len))
+            for i, tokens in zip(chunk, new):
+                if self.eos_token in tokens:  # the device stopped at another stop token
+                    tokens = tokens[:tokens.index(self.eos_token)]
+                out[i] = _cut(self._decode_text(tokens), plans[i][1])
+        groups: dict = {}
+        done = set(ragged)
+        for i, (ids, until, max_gen, setting) in enumerate(plans):
+            if i in done:
+                continue
+            stop = (self.stop_tokens(until) or [None])[0]
+            groups.setdefault((len(ids), max_gen, stop, setting), []).append(i)
         for (_, max_gen, stop, (temperature, top_k, top_p, seed)), members in groups.items():
             for start in range(0, len(members), B):
                 chunk = members[start:start + B]

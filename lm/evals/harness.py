@@ -108,16 +108,32 @@ def _task_yamls(include_path: str):
             yield path, e
 
 
-def unknown_task_error(include_path: str | None, unknown) -> ValueError:
-    """Why tasks were not found: a YAML that names one and does not parse, else not there."""
+def _local_tasks(include_path: str | None) -> set:
+    """Names of the plain tasks (one `task: NAME`, not a group) that parsed YAMLs under
+    include_path define."""
+    return {cfg["task"] for _, cfg in (_task_yamls(include_path) if include_path else ())
+            if isinstance(cfg, dict) and isinstance(cfg.get("task"), str) and "group" not in cfg}
+
+
+def broken_yaml_error(include_path: str | None, names) -> ValueError | None:
+    """A YAML under include_path that names one of the tasks and does not parse, said as an
+    error (None when there is none)."""
     for path, cfg in (_task_yamls(include_path) if include_path else ()):
         if isinstance(cfg, Exception):
             with open(path, errors="replace") as f:
-                named = [n for n in unknown if re.search(rf"^task:\s*['\"]?{re.escape(n)}\b", f.read(), re.M)]
+                named = [n for n in names if re.search(rf"^task:\s*['\"]?{re.escape(n)}\b", f.read(), re.M)]
             if named:
                 first = str(cfg).strip().splitlines()
                 return ValueError(f"harness task {named[0]!r}: {path} is not valid YAML "
                                   f"({' '.join(first[:3])}); fix the file")
+    return None
+
+
+def unknown_task_error(include_path: str | None, unknown) -> ValueError:
+    """Why tasks were not found: a YAML that names one and does not parse, else not there."""
+    broken = broken_yaml_error(include_path, unknown)
+    if broken is not None:
+        return broken
     where = f" (not in the harness or {include_path})" if include_path else " (local tasks need --include_path)"
     return ValueError(f"unknown harness task(s) {unknown}{where}")
 
@@ -167,7 +183,15 @@ def run(workdir: str | None, tasks, *, step: int | None = None, include_path: st
         raise ValueError("no harness tasks given")
     if include_path and not os.path.isdir(include_path):
         raise FileNotFoundError(f"--include_path={include_path!r} is not a directory")
-    manager = TaskManager(include_path=include_path)
+    # Indexing the harness's own task YAMLs (thousands) takes ~20 s on a laptop CPU; tasks that
+    # are all plain local tasks under include_path need only those, so only they are indexed.
+    # A local YAML that names a requested task and does not parse is an error at once (not a
+    # silent fallback to a built-in task of the same name).
+    not_local = [n for n in names if n not in _local_tasks(include_path)]
+    broken = broken_yaml_error(include_path, not_local) if not_local else None
+    if broken is not None:
+        raise broken
+    manager = TaskManager(include_path=include_path, include_defaults=bool(not_local))
     unknown = [n for n in names if not manager.match_tasks([n])]
     if unknown:
         raise unknown_task_error(include_path, unknown)
