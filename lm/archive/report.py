@@ -136,7 +136,7 @@ def predictions_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
+def plot_series(key: tuple, recs: list[dict], path: str, *, samples: int = 100) -> dict | None:
     """PNG: the criterion metric (left) and the surrogate loss (right) against training compute:
     every rung's eval curve, the fitted law along each run and extrapolated along the ladder
     with its 80% band, the loss the criterion needs, the predicted crossing."""
@@ -150,7 +150,7 @@ def plot_series(key: tuple, recs: list[dict], path: str) -> dict | None:
     if not points:
         return None
     crit = points[-1]["criterion"]
-    trend = trend_of(points)
+    trend = trend_of(points, samples=samples)
     fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(11, 4.2))
     ax_m.axhline(crit["threshold"], color="C3", ls="--", label=f"threshold {crit['comparator']} "
                  f"{crit['threshold']}")
@@ -316,9 +316,10 @@ def plot_backtests(results: list[tuple], path: str) -> None:
     plt.close(fig)
 
 
-def report(records: list[dict], out_dir: str, *, backtest: bool = True) -> str:
+def report(records: list[dict], out_dir: str, *, backtest: bool = True, samples: int = 100) -> str:
     """Write report.md and one PNG per series into out_dir; returns the markdown. The backtest
-    section refits every series once per held-out rung: most of the time a report takes."""
+    section refits every series once per held-out rung: most of the time a report takes.
+    `samples`: bootstrap refits per series trend (its 80% band)."""
     if not is_main_process():
         return ""
     os.makedirs(out_dir, exist_ok=True)
@@ -332,7 +333,7 @@ def report(records: list[dict], out_dir: str, *, backtest: bool = True) -> str:
     for key, recs in group_series(records).items():
         name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in _series_name(key)).strip("_")
         png = os.path.join(out_dir, f"{name}.png")
-        trend = plot_series(key, recs, png)
+        trend = plot_series(key, recs, png, samples=samples)
         if trend is None:
             status = ("no forecast yet: fewer than two capable rungs, or too few usable evaluations "
                       "for L(N, D) (a decaying-schedule rung gives only its final one)")
