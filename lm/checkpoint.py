@@ -115,13 +115,13 @@ class SaveFailed(LmError):
     """A checkpoint could not be written (full disk, lost permission); older ones are kept."""
 
 
-def save_failure(directory: str, e: BaseException) -> SaveFailed:
-    """The one-line error for an exception out of an Orbax save."""
+def save_failure(directory: str, e: BaseException, step: int | None = None) -> SaveFailed:
+    """The one-line error for an exception out of an Orbax save of `step` (when known)."""
     import re
 
     text = str(e).strip() or type(e).__name__
     m = re.search(r"/(\d+)\.orbax-checkpoint-tmp", text)
-    what = f"checkpoint {m.group(1)}" if m else "a checkpoint"
+    what = f"checkpoint {m.group(1)}" if m else (f"checkpoint {step}" if step is not None else "a checkpoint")
     full = (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left" in text \
         or "RESOURCE_EXHAUSTED" in text
     why = ("no space left on device; free some space (or choose another disk)" if full
@@ -251,6 +251,7 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep if keep and keep > 0 else None,
             enable_async_checkpointing=async_save, create=not read_only, read_only=read_only)
+        self._unfinished = None  # the step of the async save in flight, if any
         self.manager = ocp.CheckpointManager(
             self.directory, options=options,
             item_handlers={"state": _state_handler(), "data": ocp.JsonCheckpointHandler()})
@@ -268,19 +269,20 @@ class Checkpoints:
         if config is not None:
             data[CONFIG_KEY] = config
         args = ocp.args.Composite(state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave(data))
-        with self._saving():
+        self.wait()  # an earlier async save's failure is named as that step's, not this one's
+        with self._saving(int(step)):
             self.manager.save(int(step), args=args, force=True)
+        self._unfinished = int(step)
 
     @contextlib.contextmanager
-    def _saving(self):
-        """Failures of a save (also an earlier async one, raised at the next save or wait) as
-        one SaveFailed naming the step and the cause."""
+    def _saving(self, step: int | None):
+        """Failures of a save of `step` as one SaveFailed naming the step and the cause."""
         try:
             yield
         except LmError:
             raise
         except Exception as e:  # noqa: BLE001  (Orbax raises ValueError, OSError, RuntimeError)
-            raise save_failure(self.directory, e) from e
+            raise save_failure(self.directory, e, step) from e
 
     def _check_shapes(self, abstract_state, step: int, config: dict | None) -> None:
         """Read the step's metadata (an error if it is unreadable: a damaged checkpoint) and
@@ -372,13 +374,14 @@ class Checkpoints:
         self.manager.reload()
 
     def wait(self) -> None:
-        with self._saving():
+        """Until the async save in flight is written (its failure raised as SaveFailed)."""
+        with self._saving(self._unfinished):
             self.manager.wait_until_finished()
+        self._unfinished = None
 
     def close(self) -> None:
         try:
-            with self._saving():
-                self.manager.wait_until_finished()
+            self.wait()
         finally:
             self.manager.close()
 
