@@ -23,7 +23,7 @@ EXTRAS = {
     "gcs": ["etils[epath]>=1.15.0", "gcsfs>=2026.10.1"],
 }
 # The test suite imports every optional piece, so CI tests them for real.
-EXTRAS["test"] = ["pytest>=9.0.3", "nbclient>=0.11.0", "nbformat>=5.11.1", "ipykernel>=7.4.0",
+EXTRAS["test"] = ["pytest>=9.0.3", "pytest-xdist>=3.8.0", "nbclient>=0.11.0", "nbformat>=5.11.1", "ipykernel>=7.4.0",
                   *EXTRAS["hf"], *EXTRAS["eval"], *EXTRAS["trackers"], *EXTRAS["gcs"]]
 
 setup(
