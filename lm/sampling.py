@@ -134,19 +134,25 @@ def _plan(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, strict):
 # ----------------------------------------------------------------------------- cached decoding
 
 
+def _decode_step(model, params, cache, tok, encoded=None):
+    """(last position's logits, new cache) after feeding `tok` [B, T] through the KV cache; an
+    encoder-decoder model attends to `encoded`."""
+    variables = {"params": params, "cache": cache}
+    if model.cfg.kind != "decoder":
+        logits, mut = model.apply(variables, encoded, None, tok, decode=True,
+                                  method=model.decode, mutable=["cache"])
+    else:
+        logits, mut = model.apply(variables, tok, decode=True, mutable=["cache"])
+    return logits[:, -1], mut["cache"]
+
+
 @functools.lru_cache(maxsize=32)
 def _program(model, batch: int, prompt_len: int, n: int):
     """jit(params, prompt, seed, temperature, top_k, top_p, eos) -> (tokens [B, n], steps)."""
     enc_dec = model.cfg.kind != "decoder"
 
     def step(params, cache, tok, encoded):
-        variables = {"params": params, "cache": cache}
-        if enc_dec:
-            logits, mut = model.apply(variables, encoded, None, tok, decode=True,
-                                      method=model.decode, mutable=["cache"])
-        else:
-            logits, mut = model.apply(variables, tok, decode=True, mutable=["cache"])
-        return logits[:, -1], mut["cache"]
+        return _decode_step(model, params, cache, tok, encoded)
 
     def run(params, prompt, seed, temperature, top_k, top_p, eos):
         key = jax.random.PRNGKey(seed)
@@ -284,9 +290,7 @@ def _ragged_program(model, batch: int, prefill: int, length: int):
     positions (no padding), so it continues as generate_full would at temperature 0."""
 
     def step(params, cache, tok):
-        logits, mut = model.apply({"params": params, "cache": cache}, tok, decode=True,
-                                  mutable=["cache"])
-        return logits[:, -1], mut["cache"]
+        return _decode_step(model, params, cache, tok)
 
     def run(params, seq, prompt_lens, ends, eos):
         cache = models.init_cache(model, batch, length)

@@ -354,12 +354,11 @@ def _ladder_curve(runs, dirn, ens, main, s_main):
                 lo=band[0].tolist(), hi=band[1].tolist())
 
 
-def predict_at(s: Series, ens, main, link, miss, l_star, flagged, target: dict, rng) -> dict:
+def predict_at(s: Series, ens, main, link, miss, l_star, flagged, target: dict, rng, dirn: Direction) -> dict:
     """The final surrogate and metric of a run at target {n, d, compute}, with 80% intervals.
     Optional target s1, s2: its final learning-rate areas (lm.scaling.annealing.final_areas);
     without them the run has the ladder's schedule (direction: the top run's S1 / D and S2)."""
     tn, td = float(target["n"]), float(target["d"])
-    dirn = direction(s.runs)
     ts1, ts2 = float(target.get("s1") or td * dirn.s1_ratio), float(target.get("s2", dirn.s2) or 0.0)
     if all(r.schedule == "compute-only" for r in s.runs) and target.get("compute"):
         tn, td = 1.0, float(target["compute"])  # an L(C) fit: N = 1, D = compute
@@ -429,9 +428,9 @@ def _forecast(s: Series, target, samples, seed, budget_factor, targets=()) -> di
     out["no_trend"] = s_main is None and not (jumps and not out["attainable"]["impossible"])
     out["reason"] = _reason(out, s.metric, l_star, link)
     if target is not None:
-        out["at"] = predict_at(s, ens, main, link, miss, l_star, bool(jumps), target, rng)
+        out["at"] = predict_at(s, ens, main, link, miss, l_star, bool(jumps), target, rng, dirn)
     if targets:
-        out["at_each"] = [predict_at(s, ens, main, link, miss, l_star, bool(jumps), t, rng) for t in targets]
+        out["at_each"] = [predict_at(s, ens, main, link, miss, l_star, bool(jumps), t, rng, dirn) for t in targets]
     return out
 
 
